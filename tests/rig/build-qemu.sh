@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds qemu-system-x86_64 with debug info from Debian's source packages.
+# Usage: build-qemu.sh [7.2|10.0 ...]   (default: all rig versions)
+# Result: $RIG_CACHE/qemu-<short>/{src,build}/ ; the binary is
+#         $RIG_CACHE/qemu-<short>/build/qemu-system-x86_64 and the source tree
+#         (with scripts/dump-guest-memory.py) is .../src.
+# A finished build leaves a stamp naming the Debian version, so re-runs are free.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+want=("$@")
+meson_venv="$RIG_CACHE/meson-venv"
+
+build_one() {
+  local short=$1 debver=$2 dir="$RIG_CACHE/qemu-$1"
+  if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$debver" ]; then
+    log "QEMU $short ($debver) already built"
+    return
+  fi
+  log "building QEMU $short from Debian source qemu=$debver"
+  rm -rf "$dir" && mkdir -p "$dir/dl"
+  (cd "$dir/dl" && apt-get source -qq --only-source "qemu=$debver" >/dev/null)
+  local srcdir
+  srcdir=$(find "$dir/dl" -mindepth 1 -maxdepth 1 -type d -name 'qemu-*' | head -1)
+  mv "$srcdir" "$dir/src" && rm -rf "$dir/dl"
+  local extra=()
+  case "$short" in
+    7.2) ;;
+    *)
+      # QEMU >= 8.1 insists on a newer meson than bookworm ships and, in the
+      # Debian tarball, brings no bundled wheel; a private venv provides one.
+      if [ ! -x "$meson_venv/bin/meson" ]; then
+        python3 -m venv "$meson_venv"
+        "$meson_venv/bin/pip" install -q meson==1.5.0
+      fi
+      export PATH="$meson_venv/bin:$PATH"
+      extra+=(--disable-rust --disable-install-blobs)
+      ;;
+  esac
+  mkdir -p "$dir/build"
+  (cd "$dir/build" && "$dir/src/configure" --target-list=x86_64-softmmu \
+      --enable-debug-info --disable-werror --disable-docs --enable-kvm \
+      --disable-user --disable-gtk --disable-sdl --disable-vnc --disable-opengl \
+      --disable-spice --disable-curses "${extra[@]}" >"$dir/configure.log" 2>&1) || {
+    tail -30 "$dir/configure.log" >&2; exit 1; }
+  (cd "$dir/build" && ninja -j"$(nproc)" qemu-system-x86_64 >"$dir/build.log" 2>&1) || {
+    tail -30 "$dir/build.log" >&2; exit 1; }
+  echo "$debver" >"$dir/stamp"
+  log "QEMU $short built: $dir/build/qemu-system-x86_64"
+}
+
+for entry in "${RIG_QEMU_VERSIONS[@]}"; do
+  short=${entry%%=*} debver=${entry#*=}
+  if [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" $short "* ]]; then
+    build_one "$short" "$debver"
+  fi
+done
