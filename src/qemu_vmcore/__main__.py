@@ -1,0 +1,3 @@
+from qemu_vmcore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""Command line: ``qemu-vmcore info CORE`` and ``qemu-vmcore extract CORE -o OUT``.
+
+Thin on purpose: parse arguments, call the library, render results. Library
+errors (VmcoreError) and OS errors become one ``error: ...`` line and a
+non-zero exit; a traceback appears only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from qemu_vmcore import __version__
+from qemu_vmcore.errors import VmcoreError
+
+DESCRIPTION = """\
+Rebuild the vmcore of a QEMU guest from the core dump of the dead QEMU process.
+
+qemu-vmcore reads QEMU's own data structures (the FlatView of
+address_space_memory, the RAMBlocks, the vCPUs) from the core, using QEMU's
+debug info, and writes the guest's memory as an ELF vmcore, like QMP
+dump-guest-memory would have written while the guest was alive.
+"""
+
+EPILOG = """\
+examples:
+  qemu-vmcore info core.12345
+  qemu-vmcore info --json core.12345
+  qemu-vmcore extract core.12345 -o guest.vmcore
+  qemu-vmcore extract core --qemu ./build/qemu-system-x86_64 -o vmcore
+
+debug info:
+  QEMU's debug info is found as drgn finds it: by build-id under
+  /usr/lib/debug, through .gnu_debuglink, or from debuginfod when
+  DEBUGINFOD_URLS is set. Debian/Ubuntu: install qemu-system-x86-dbgsym
+  (from the debug archive); Fedora: dnf debuginfo-install qemu-system-x86-core.
+  An unstripped QEMU build can be named with --qemu.
+
+exit status: 0 success, 2 bad input, 3 output problem, 130/143 interrupted.
+"""
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("core", type=Path, help="the QEMU process core file")
+    p.add_argument(
+        "--qemu",
+        type=Path,
+        metavar="PATH",
+        help="the QEMU executable that made the core (default: the path recorded in the core)",
+    )
+    p.add_argument(
+        "--debug-file",
+        type=Path,
+        metavar="PATH",
+        help="a separate file holding QEMU's debug info (e.g. from a -dbgsym package)",
+    )
+    p.add_argument("--backend", choices=["drgn"], default="drgn", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qemu-vmcore",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser(
+        "info",
+        help="show the QEMU version, machine, vCPUs and guest RAM map of a core",
+        description="Show what the core holds: QEMU version, machine type, vCPU count, "
+        "and each guest RAM range with its host address, RAMBlock and whether the core "
+        "has its bytes (yes/no/partial).",
+    )
+    _add_source_args(info)
+    info.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    ex = sub.add_parser(
+        "extract",
+        help="write the guest's vmcore (ELF)",
+        description="Write the guest's ELF vmcore: the same ranges and bytes QMP "
+        "dump-guest-memory (format elf, paging false) writes. The file is created "
+        "mode 0600 through a temporary file and appears only when complete.",
+    )
+    _add_source_args(ex)
+    ex.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="vmcore path")
+    ex.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
+    ex.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="write zeros for guest RAM the core lacks (listed on stderr) instead of failing",
+    )
+    ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _install_sigterm()
+    try:
+        if args.command == "info":
+            return _cmd_info(args)
+        return _cmd_extract(args)
+    except VmcoreError as e:
+        if args.debug:
+            raise
+        _error(e.message, e.hint)
+        return e.exit_code
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _error(f"{where}{e.strerror or e}")
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted; no output written")
+        return 130
+    except _Terminated:
+        _error("terminated; no output written")
+        return 143
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised so that cleanup (removing a temporary file) runs."""
+
+
+def _install_sigterm() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _error(message: str, hint: str | None = None) -> None:
+    line = f"error: {message}"
+    if hint:
+        line += f" (hint: {hint})"
+    print(line, file=sys.stderr)
+
+
+def _open(args: argparse.Namespace):
+    from qemu_vmcore.source import open_qemu_core
+
+    return open_qemu_core(
+        args.core, qemu=args.qemu, debug_file=args.debug_file, backend=args.backend
+    )
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from qemu_vmcore import report
+
+    with _open(args) as qc:
+        data = report.info_dict(qc)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        report.print_info(data)
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from qemu_vmcore import report
+    from qemu_vmcore.extract import extract
+    from qemu_vmcore.output import check_target
+
+    check_target(args.output, force=args.force)  # refuse before the slow part
+    show = not args.quiet and sys.stderr.isatty()
+    with _open(args) as qc:
+        with report.progress_bar(qc.ram_total, enabled=show) as advance:
+            result = extract(
+                qc,
+                args.output,
+                force=args.force,
+                allow_missing=args.allow_missing,
+                progress=advance,
+            )
+    for piece in result.missing:
+        print(
+            f"warning: guest {piece.gpa:#x}-{piece.end:#x} not in the core "
+            f"({piece.kind.value}); written as zeros",
+            file=sys.stderr,
+        )
+    if args.json:
+        print(json.dumps(report.extract_dict(result), indent=2))
+    elif not args.quiet:
+        print(
+            f"wrote {result.output}: {result.ranges} ranges, {result.ram_bytes:,} bytes of "
+            f"guest RAM in {result.seconds:.2f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

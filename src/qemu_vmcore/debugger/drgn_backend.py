@@ -1,0 +1,243 @@
+"""drgn backend: QEMU's structures read from the core file with drgn.
+
+Debug info is loaded for the QEMU executable only. Loading every shared
+library's as well (drgn's ``load_default_debug_info``) costs time and prints
+"missing debugging symbols" noise for libraries we never look at.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import drgn
+
+from qemu_vmcore.errors import DebugInfoError, QemuStateError
+from qemu_vmcore.hostcore import HostCore
+
+T = TypeVar("T")
+
+DEBUG_INFO_HINT = (
+    "install QEMU's debug symbols (Debian/Ubuntu: the qemu-system-x86-dbgsym package from "
+    "the debug archive; Fedora: dnf debuginfo-install qemu-system-x86-core), set "
+    "DEBUGINFOD_URLS, or pass --qemu PATH (an unstripped build) or --debug-file PATH"
+)
+
+
+def _faults(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn drgn's read and lookup errors into QemuStateError."""
+
+    @functools.wraps(fn)
+    def wrapper(self: DrgnValue, *args: object) -> T:
+        try:
+            return fn(self, *args)
+        except drgn.FaultError as e:
+            raise QemuStateError(
+                f"cannot read {self._expr}{_describe(fn.__name__, args)}: "
+                f"address {e.address:#x} is not in the core",
+                address=e.address,
+            ) from None
+        except (LookupError, TypeError, ValueError) as e:
+            raise QemuStateError(
+                f"unexpected QEMU data at {self._expr}{_describe(fn.__name__, args)}: {e}"
+            ) from None
+
+    return wrapper
+
+
+def _describe(op: str, args: tuple[object, ...]) -> str:
+    if op == "member":
+        return f".{args[0]}"
+    if op == "index":
+        return f"[{args[0]}]"
+    if op == "deref":
+        return " (deref)"
+    return ""
+
+
+class DrgnValue:
+    """:class:`~qemu_vmcore.debugger.Value` over a ``drgn.Object``."""
+
+    __slots__ = ("_obj", "_expr")
+
+    def __init__(self, obj: drgn.Object, expr: str) -> None:
+        self._obj = obj
+        self._expr = expr
+
+    @_faults
+    def member(self, name: str) -> DrgnValue:
+        return DrgnValue(self._obj.member_(name), f"{self._expr}.{name}")
+
+    def has_member(self, name: str) -> bool:
+        t = self._obj.type_.unaliased()
+        if t.kind == drgn.TypeKind.POINTER:
+            t = t.type.unaliased()
+        try:
+            return t.has_member(name)
+        except (TypeError, ValueError):
+            return False
+
+    @_faults
+    def deref(self) -> DrgnValue:
+        return DrgnValue(self._obj[0], f"*{self._expr}")
+
+    @_faults
+    def index(self, i: int) -> DrgnValue:
+        return DrgnValue(self._obj[i], f"{self._expr}[{i}]")
+
+    @_faults
+    def __int__(self) -> int:
+        return int(self._obj.value_())
+
+    @_faults
+    def address(self) -> int:
+        addr = self._obj.address_
+        if addr is None:
+            raise QemuStateError(f"{self._expr} has no address")
+        return addr
+
+    def sizeof(self) -> int:
+        return drgn.sizeof(self._obj)
+
+    @_faults
+    def string(self, limit: int = 256) -> str:
+        obj = self._obj
+        kind = obj.type_.unaliased_kind()
+        if kind == drgn.TypeKind.ARRAY:
+            raw = obj.prog_.read(obj.address_, min(limit, drgn.sizeof(obj)))
+        else:
+            addr = obj.value_()
+            if addr == 0:
+                return ""
+            raw = _read_c_string(obj.prog_, addr, limit)
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _read_c_string(prog: drgn.Program, addr: int, limit: int) -> bytes:
+    # Read in page-bounded pieces: a string near the end of a mapping must not
+    # fault just because a fixed-size read would cross into unmapped memory.
+    out = b""
+    while len(out) < limit:
+        n = min(limit - len(out), 4096 - (addr + len(out)) % 4096)
+        piece = prog.read(addr + len(out), n)
+        out += piece
+        if b"\0" in piece:
+            break
+    return out
+
+
+class DrgnDebugger:
+    """:class:`~qemu_vmcore.debugger.Debugger` over a ``drgn.Program`` on the core."""
+
+    def __init__(self, prog: drgn.Program, executable: Path | None) -> None:
+        self.prog = prog
+        self.executable = executable
+
+    def has_variable(self, name: str) -> bool:
+        try:
+            self.prog.variable(name)
+        except LookupError:
+            return False
+        return True
+
+    def variable(self, name: str) -> DrgnValue:
+        try:
+            return DrgnValue(self.prog.variable(name), name)
+        except LookupError:
+            raise QemuStateError(f"QEMU's debug info has no variable {name!r}") from None
+
+    def object_at(self, type_name: str, address: int) -> DrgnValue:
+        try:
+            t = self.prog.type(type_name)
+        except LookupError:
+            raise QemuStateError(f"QEMU's debug info has no type {type_name!r}") from None
+        return DrgnValue(drgn.Object(self.prog, t, address=address), f"({type_name})@{address:#x}")
+
+    def read(self, address: int, size: int) -> bytes:
+        try:
+            return self.prog.read(address, size)
+        except drgn.FaultError as e:
+            raise QemuStateError(f"address {e.address:#x} is not in the core") from None
+
+
+def open_drgn(
+    core: HostCore, *, qemu: Path | None = None, debug_file: Path | None = None
+) -> DrgnDebugger:
+    """Open ``core`` in drgn and load the debug info of its QEMU executable.
+
+    :param qemu: the QEMU executable that made the core (default: the path the
+        core names, found the way drgn finds files: build-id, debuglink,
+        /usr/lib/debug, debuginfod when DEBUGINFOD_URLS is set).
+    :param debug_file: a separate file with QEMU's debug info.
+    :raises DebugInfoError: no matching debug info, or a file given whose
+        build-id is not the core's.
+    """
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(os.fspath(core.path))
+    except (drgn.FaultError, ValueError, OSError) as e:
+        raise DebugInfoError(f"{core.path}: drgn cannot open the core: {e}") from None
+    want = core.executable_build_id()
+    given = [p for p in (qemu, debug_file) if p is not None]
+    for path in given:
+        _check_given_file(path, want)
+    try:
+        prog.load_debug_info([os.fspath(p) for p in given], main=True)
+    except drgn.MissingDebugInfoError:
+        pass  # judged below, on the main module alone
+    except (OSError, ValueError) as e:
+        raise DebugInfoError(f"cannot load QEMU's debug info: {e}", hint=DEBUG_INFO_HINT) from None
+    main = prog.main_module()
+    if main.wants_debug_file():
+        exe = core.executable or "the QEMU executable"
+        bid = f" (build-id {want.hex()})" if want else ""
+        raise DebugInfoError(f"no debug info found for {exe}{bid}", hint=DEBUG_INFO_HINT)
+    loaded = main.loaded_file_path or (os.fspath(qemu) if qemu else core.executable)
+    executable = Path(loaded) if loaded else None
+    if executable is not None and main.loaded_file_status == drgn.ModuleFileStatus.HAVE:
+        _map_readonly_segments(prog, executable, main.loaded_file_bias)
+    return DrgnDebugger(prog, executable)
+
+
+def _map_readonly_segments(prog: drgn.Program, executable: Path, bias: int) -> None:
+    """Serve the executable's read-only PT_LOADs from the file itself.
+
+    A default core leaves out read-only file-backed memory, so QEMU's string
+    literals (e.g. a MachineClass alias) are not in it; drgn would fault on
+    them (drgn issue 291). drgn has matched the file's build-id to the core,
+    so its bytes are the ones that were mapped.
+    """
+    from qemu_vmcore.elffile import readonly_loads
+
+    for vaddr, size, file_offset in readonly_loads(executable):
+        prog.add_memory_segment(
+            bias + vaddr, size, _file_reader(executable, file_offset, vaddr + bias)
+        )
+
+
+def _file_reader(path: Path, file_offset: int, base: int) -> Callable[[int, int, int, bool], bytes]:
+    def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(file_offset + offset)
+            return f.read(count).ljust(count, b"\0")
+
+    return read
+
+
+def _check_given_file(path: Path, want: bytes | None) -> None:
+    """Refuse an explicitly given file that is missing or not for this core."""
+    from qemu_vmcore.elffile import read_build_id
+
+    try:
+        have = read_build_id(path)
+    except OSError as e:
+        raise DebugInfoError(f"{path}: {e.strerror}", path=path) from None
+    if want is not None and have is not None and have != want:
+        raise DebugInfoError(
+            f"{path}: build-id {have.hex()} does not match the core's {want.hex()}",
+            hint="pass the exact QEMU build (or its debug file) that produced the core",
+            path=path,
+        )

@@ -1,0 +1,171 @@
+"""The guest-physical address space (gpa), stacked on the host core (hva).
+
+Like a volatility3 layer, it translates its addresses into the layer below:
+each :class:`~qemu_vmcore.qemu.memory.GuestRange` maps ``[gpa, end)`` onto
+host addresses, and the host core says which of those bytes it holds.
+Writers use only this object: ``ranges()``, ``pieces()``, ``read()`` and
+``copy_to()``; they never see drgn, gdb or QEMU.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from qemu_vmcore.errors import MissingMemoryError, OutputError
+from qemu_vmcore.hostcore import ExtentKind, HostCore
+from qemu_vmcore.qemu.memory import GuestRange
+
+#: Bytes handed to one copy_file_range call: large enough to be cheap, small
+#: enough that progress moves and Ctrl-C is seen promptly.
+COPY_CHUNK = 64 << 20
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of a guest range, all of one :class:`ExtentKind`.
+
+    :param gpa: first guest-physical address.
+    :param size: length in bytes.
+    :param file_offset: where the bytes are in the core file (DATA only).
+    """
+
+    gpa: int
+    size: int
+    kind: ExtentKind
+    file_offset: int | None
+
+    @property
+    def end(self) -> int:
+        """First address after the piece (exclusive)."""
+        return self.gpa + self.size
+
+
+class GuestPhysicalMemory:
+    """Guest RAM as QEMU's memory map describes it, backed by the host core."""
+
+    def __init__(self, ranges: list[GuestRange], host: HostCore) -> None:
+        self._ranges = list(ranges)
+        self._host = host
+        self._pieces = {r: self._translate(r) for r in self._ranges}
+
+    def ranges(self) -> list[GuestRange]:
+        """The guest RAM ranges, in gpa order, as QEMU would dump them."""
+        return list(self._ranges)
+
+    def pieces(self, r: GuestRange) -> list[Piece]:
+        """``r`` split by what the core holds, in gpa order, covering it exactly."""
+        return self._pieces[r]
+
+    def _translate(self, r: GuestRange) -> list[Piece]:
+        return [
+            Piece(r.gpa + (e.hva - r.hva), e.size, e.kind, e.file_offset)
+            for e in self._host.extents(r.hva, r.size)
+        ]
+
+    def coverage(self, r: GuestRange) -> str:
+        """``yes``, ``no`` or ``partial``: is ``r`` in the core?"""
+        kinds = {p.kind for p in self._pieces[r]}
+        if kinds == {ExtentKind.DATA}:
+            return "yes"
+        return "no" if ExtentKind.DATA not in kinds else "partial"
+
+    def missing(self) -> list[Piece]:
+        """Every piece of guest RAM the core does not hold."""
+        return [p for r in self._ranges for p in self._pieces[r] if p.kind is not ExtentKind.DATA]
+
+    def read(self, gpa: int, size: int) -> bytes:
+        """``size`` bytes of guest RAM at ``gpa``; zeros where the core has a hole.
+
+        :raises MissingMemoryError: part of the range is not guest RAM or not in the core.
+        """
+        out = bytearray()
+        pos, end = gpa, gpa + size
+        for r in self._ranges:
+            if r.end <= pos or r.gpa >= end:
+                continue
+            if r.gpa > pos:
+                break
+            stop = min(end, r.end)
+            out += self._host.read(r.hva + (pos - r.gpa), stop - pos)
+            pos = stop
+        if pos < end:
+            raise MissingMemoryError(f"guest-physical {pos:#x} is not guest RAM", gpa=pos)
+        return bytes(out)
+
+    def copy_to(self, fd: int, out_offset: int, r: GuestRange, progress: Progress) -> None:
+        """Write range ``r`` into ``fd`` at ``out_offset``, sparsely.
+
+        Holes in the core, and pieces the core lacks, are skipped: the caller
+        sized ``fd`` beforehand, so they read back as zeros and cost no disk.
+        ``progress`` is called with each number of guest bytes dealt with.
+        """
+        for p in self._pieces[r]:
+            dst = out_offset + (p.gpa - r.gpa)
+            if p.kind is ExtentKind.DATA:
+                copy_sparse(self._host.fd, p.file_offset, fd, dst, p.size, progress)
+            else:
+                progress(p.size)
+
+
+def copy_sparse(src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Progress):
+    """Copy ``size`` bytes, visiting only the data extents of ``src``.
+
+    SEEK_DATA/SEEK_HOLE find the runs the file system holds; holes are left
+    unwritten, so the destination keeps them and untouched guest RAM costs
+    neither disk nor time.
+    """
+    pos, end = src_off, src_off + size
+    while pos < end:
+        try:
+            data = os.lseek(src, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno != errno.ENXIO:  # ENXIO: only a hole remains
+                raise
+            data = end
+        data = min(data, end)
+        hole = min(os.lseek(src, data, os.SEEK_HOLE), end) if data < end else end
+        if data > pos:
+            progress(data - pos)
+        if hole > data:
+            copy_range(src, data, dst, dst_off + (data - src_off), hole - data, progress)
+        pos = hole
+
+
+def copy_range(src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Progress):
+    """Copy bytes in the kernel (copy_file_range), else by pread/pwrite."""
+    done = 0
+    use_cfr = hasattr(os, "copy_file_range")
+    while done < size:
+        n = min(COPY_CHUNK, size - done)
+        try:
+            if use_cfr:
+                got = os.copy_file_range(src, dst, n, src_off + done, dst_off + done)
+            else:
+                got = _pread_pwrite(src, src_off + done, dst, dst_off + done, n)
+        except OSError as e:
+            if use_cfr and e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                use_cfr = False
+                continue
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise OutputError(f"cannot write the vmcore: {e.strerror}") from None
+            raise
+        if got == 0:
+            raise MissingMemoryError(
+                f"the core file ended early at offset {src_off + done:#x}; was it truncated?"
+            )
+        done += got
+        progress(got)
+
+
+def _pread_pwrite(src: int, src_off: int, dst: int, dst_off: int, n: int) -> int:
+    buf = os.pread(src, min(n, 8 << 20), src_off)
+    if buf:
+        written = 0
+        while written < len(buf):
+            written += os.pwrite(dst, buf[written:], dst_off + written)
+    return len(buf)

@@ -1,0 +1,373 @@
+"""The QEMU process core: host virtual addresses (hva) -> bytes in the core file.
+
+This is the bottom layer. It knows the ELF core format and nothing of QEMU.
+A core's PT_LOAD segments map host virtual address ranges to file offsets:
+
+* ``[vaddr, vaddr + filesz)`` is in the file at ``offset`` -- possibly as a file
+  system hole, which reads as zeros (the kernel skips never-touched pages);
+* ``[vaddr + filesz, vaddr + memsz)`` was mapped but not dumped (MADV_DONTDUMP,
+  i.e. QEMU's ``dump-guest-core=off``, or file-backed memory left out by
+  ``coredump_filter``);
+* bytes past the end of the file are lost (a truncated core).
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qemu_vmcore import elfdefs as E
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError
+
+# Bounds on what we accept from the core's metadata: generous for any real
+# process, small enough that a corrupt header cannot make us allocate much.
+MAX_SEGMENTS = 1 << 20
+MAX_NOTES_SIZE = 64 << 20
+
+
+class ExtentKind(enum.Enum):
+    DATA = "data"  # in the core file (holes in it read as zeros)
+    NOT_DUMPED = "not dumped"  # mapped, but the kernel wrote no bytes for it
+    TRUNCATED = "truncated"  # the core file ends before these bytes
+    UNMAPPED = "unmapped"  # no PT_LOAD covers this address
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A piece of host address space, all of one kind.
+
+    :param hva: first host virtual address.
+    :param size: length in bytes.
+    :param file_offset: where the bytes start in the core file (DATA only).
+    """
+
+    hva: int
+    size: int
+    kind: ExtentKind
+    file_offset: int | None = None
+
+    @property
+    def end(self) -> int:
+        """First address after the extent (exclusive)."""
+        return self.hva + self.size
+
+
+@dataclass(frozen=True)
+class CoreSegment:
+    """One PT_LOAD: ``[hva, end)`` mapped; the first ``file_size`` bytes at ``file_offset``."""
+
+    hva: int
+    end: int
+    file_offset: int
+    file_size: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class FileMapping:
+    """One NT_FILE entry: ``[hva, end)`` maps ``path`` from byte ``file_offset``."""
+
+    hva: int
+    end: int
+    file_offset: int
+    path: str
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """NT_PRPSINFO: who the process was."""
+
+    pid: int
+    uid: int
+    fname: str  # comm, at most 15 characters
+    args: str  # the start of the command line, at most 80 bytes
+
+
+@dataclass
+class HostCore:
+    """An open ELF64 x86_64 core file. Use :func:`open_core`; close when done."""
+
+    path: Path
+    fd: int
+    file_size: int
+    segments: list[CoreSegment]
+    mappings: list[FileMapping] = field(default_factory=list)
+    process: ProcessInfo | None = None
+    auxv: dict[int, int] = field(default_factory=dict)
+    _starts: list[int] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.segments.sort(key=lambda s: s.hva)
+        self._starts = [s.hva for s in self.segments]
+
+    # -- address translation -------------------------------------------------
+
+    def extents(self, hva: int, size: int) -> list[Extent]:
+        """Split ``[hva, hva + size)`` into extents by kind, in address order.
+
+        The extents cover the whole range exactly; neighbours of the same kind
+        and (for DATA) contiguous file offsets are merged.
+        """
+        out: list[Extent] = []
+        pos, end = hva, hva + size
+        while pos < end:
+            i = bisect.bisect_right(self._starts, pos) - 1
+            if i >= 0 and pos < self.segments[i].end:
+                seg = self.segments[i]
+                stop = min(end, seg.end)
+                for ext in _segment_extents(seg, self.file_size, pos, stop):
+                    _append(out, ext)
+            else:
+                # bisect_right guarantees the next segment starts above pos.
+                stop = min(end, self._starts[i + 1]) if i + 1 < len(self._starts) else end
+                _append(out, Extent(pos, stop - pos, ExtentKind.UNMAPPED))
+            pos = stop
+        return out
+
+    def read(self, hva: int, size: int) -> bytes:
+        """Read ``size`` bytes at ``hva``; file holes read as zeros.
+
+        :raises MissingMemoryError: when any byte is not in the file.
+        """
+        parts = []
+        for ext in self.extents(hva, size):
+            if ext.kind is not ExtentKind.DATA:
+                raise MissingMemoryError(
+                    f"host address {ext.hva:#x} (+{ext.size:#x}) is {ext.kind.value} in the core",
+                    hva=ext.hva,
+                    size=ext.size,
+                    kind=ext.kind,
+                )
+            data = os.pread(self.fd, ext.size, ext.file_offset)
+            if len(data) != ext.size:  # the file shrank under us
+                raise MissingMemoryError(f"short read at core offset {ext.file_offset:#x}")
+            parts.append(data)
+        return b"".join(parts)
+
+    def mapping_at(self, hva: int) -> FileMapping | None:
+        """The NT_FILE mapping containing ``hva``, if any."""
+        for m in self.mappings:
+            if m.hva <= hva < m.end:
+                return m
+        return None
+
+    # -- the executable -------------------------------------------------------
+
+    @property
+    def executable(self) -> str | None:
+        """Path of the main executable, as the kernel recorded it in NT_FILE."""
+        phdr = self.auxv.get(E.AT_PHDR)
+        m = self.mapping_at(phdr) if phdr is not None else None
+        if m is None and self.mappings:
+            m = self.mappings[0]
+        return m.path if m else None
+
+    @property
+    def executable_base(self) -> int | None:
+        """Lowest address the executable is mapped at (its file offset 0)."""
+        exe = self.executable
+        starts = [m.hva for m in self.mappings if m.path == exe and m.file_offset == 0]
+        return min(starts) if starts else None
+
+    def executable_build_id(self) -> bytes | None:
+        """The executable's GNU build-id, read from its headers in the core.
+
+        Uses AT_PHDR/AT_PHNUM from the auxiliary vector: the program headers
+        are in the first page of the executable, which the kernel dumps by
+        default. Returns None when those bytes are not in the core.
+        """
+        phdr_at, phnum = self.auxv.get(E.AT_PHDR), self.auxv.get(5)  # 5 = AT_PHNUM
+        if phdr_at is None or not phnum or phnum > 256:
+            return None
+        try:
+            raw = self.read(phdr_at, phnum * E.PHDR64.size)
+            phdrs = [E.Phdr(*E.PHDR64.unpack_from(raw, k * E.PHDR64.size)) for k in range(phnum)]
+            pt_phdr = next((p for p in phdrs if p.type == 6), None)  # PT_PHDR
+            if pt_phdr is None:
+                return None
+            bias = phdr_at - pt_phdr.vaddr
+            for p in phdrs:
+                if p.type == E.PT_NOTE and p.filesz <= 1 << 16:
+                    for note in E.iter_notes(self.read(bias + p.vaddr, p.filesz)):
+                        if note.name == b"GNU" and note.type == E.NT_GNU_BUILD_ID:
+                            return note.desc
+        except MissingMemoryError:
+            return None
+        return None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> HostCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _append(out: list[Extent], ext: Extent) -> None:
+    if ext.size <= 0:
+        return
+    if out:
+        last = out[-1]
+        same_kind = last.kind is ext.kind and last.end == ext.hva
+        contiguous = ext.kind is not ExtentKind.DATA or (
+            last.file_offset is not None and ext.file_offset == last.file_offset + last.size
+        )
+        if same_kind and contiguous:
+            out[-1] = Extent(last.hva, last.size + ext.size, last.kind, last.file_offset)
+            return
+    out.append(ext)
+
+
+def _segment_extents(seg: CoreSegment, file_size: int, start: int, end: int) -> list[Extent]:
+    """Extents of ``[start, end)``, a range inside ``seg``."""
+    dumped_end = seg.hva + seg.file_size
+    in_file_end = seg.hva + max(0, min(seg.file_size, file_size - seg.file_offset))
+    out = []
+    for lo, hi, kind in (
+        (seg.hva, in_file_end, ExtentKind.DATA),
+        (in_file_end, dumped_end, ExtentKind.TRUNCATED),
+        (dumped_end, seg.end, ExtentKind.NOT_DUMPED),
+    ):
+        a, b = max(lo, start), min(hi, end)
+        if a < b:
+            off = seg.file_offset + (a - seg.hva) if kind is ExtentKind.DATA else None
+            out.append(Extent(a, b - a, kind, off))
+    return out
+
+
+# -- parsing ------------------------------------------------------------------
+
+
+def open_core(path: str | os.PathLike[str]) -> HostCore:
+    """Open and parse an ELF64 x86_64 process core.
+
+    :raises CoreFileError: not found, not a regular file, not an ELF core of
+        an x86_64 process, or with corrupt headers.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CoreFileError(f"{path}: no such file", path=path) from None
+    except IsADirectoryError:
+        raise CoreFileError(f"{path}: is a directory, not a core file", path=path) from None
+    except PermissionError:
+        raise CoreFileError(f"{path}: permission denied", path=path) from None
+    try:
+        return _parse(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _parse(path: Path, fd: int) -> HostCore:
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise CoreFileError(f"{path}: is a directory, not a core file", path=path)
+    if not stat.S_ISREG(st.st_mode):
+        raise CoreFileError(f"{path}: not a regular file", path=path)
+    head = os.pread(fd, E.EHDR64.size, 0)
+    if len(head) < 16 or head[:4] != E.ELFMAG:
+        raise CoreFileError(f"{path}: not an ELF file (no ELF magic)", path=path)
+    if head[4] != E.ELFCLASS64 or head[5] != E.ELFDATA2LSB or len(head) < E.EHDR64.size:
+        raise CoreFileError(f"{path}: not a 64-bit little-endian ELF file", path=path)
+    ehdr = E.Ehdr(*E.EHDR64.unpack(head))
+    if ehdr.type != E.ET_CORE:
+        kind = {E.ET_EXEC: "an executable", E.ET_DYN: "a shared object or PIE executable"}
+        what = kind.get(ehdr.type, f"ELF type {ehdr.type}")
+        raise CoreFileError(f"{path}: {what}, not a core file", path=path)
+    if ehdr.machine != E.EM_X86_64:
+        raise CoreFileError(
+            f"{path}: core of an ELF machine {ehdr.machine} process; only x86_64 is supported",
+            path=path,
+        )
+    phdrs = _read_phdrs(path, fd, ehdr, st.st_size)
+    segments = [
+        CoreSegment(p.vaddr, p.vaddr + p.memsz, p.offset, p.filesz, p.flags)
+        for p in phdrs
+        if p.type == E.PT_LOAD and p.memsz > 0
+    ]
+    core = HostCore(path=path, fd=fd, file_size=st.st_size, segments=segments)
+    for p in phdrs:
+        if p.type == E.PT_NOTE:
+            _parse_notes(core, _read_exact(fd, p.offset, min(p.filesz, MAX_NOTES_SIZE)))
+    return core
+
+
+def _read_exact(fd: int, offset: int, size: int) -> bytes:
+    return os.pread(fd, size, offset)
+
+
+def _read_phdrs(path: Path, fd: int, ehdr: E.Ehdr, file_size: int) -> list[E.Phdr]:
+    phnum = ehdr.phnum
+    if phnum == E.PN_XNUM:
+        # More than 65534 segments: the real count is section 0's sh_info.
+        sh0 = os.pread(fd, E.SHDR64.size, ehdr.shoff)
+        if ehdr.shoff == 0 or len(sh0) != E.SHDR64.size:
+            raise CoreFileError(f"{path}: e_phnum is PN_XNUM but section 0 is missing")
+        phnum = E.SHDR64.unpack(sh0)[7]
+    if ehdr.phentsize != E.PHDR64.size or phnum > MAX_SEGMENTS:
+        raise CoreFileError(f"{path}: corrupt ELF header (phentsize/phnum)", path=path)
+    raw = os.pread(fd, phnum * E.PHDR64.size, ehdr.phoff)
+    if len(raw) != phnum * E.PHDR64.size:
+        raise CoreFileError(
+            f"{path}: truncated core: the file ends inside its program headers ({file_size} bytes)",
+            path=path,
+        )
+    return [E.Phdr(*t) for t in E.PHDR64.iter_unpack(raw)]
+
+
+def _parse_notes(core: HostCore, buf: bytes) -> None:
+    for note in E.iter_notes(buf):
+        if note.name != b"CORE":
+            continue
+        if note.type == E.NT_FILE:
+            core.mappings.extend(parse_nt_file(note.desc))
+        elif note.type == E.NT_PRPSINFO and len(note.desc) >= E.PRPSINFO64.size:
+            f = E.PRPSINFO64.unpack_from(note.desc)
+            core.process = ProcessInfo(
+                pid=f[7],
+                uid=f[5],
+                fname=_cstr(f[11]),
+                args=_cstr(f[12]).strip(),
+            )
+        elif note.type == E.NT_AUXV:
+            for key, value in E.AUXV64.iter_unpack(note.desc[: len(note.desc) // 16 * 16]):
+                if key == E.AT_NULL:
+                    break
+                core.auxv.setdefault(key, value)
+
+
+def parse_nt_file(desc: bytes) -> list[FileMapping]:
+    """Parse an NT_FILE note's desc: file-backed mappings and their paths.
+
+    A malformed desc yields the entries that are whole; counts are bounded by
+    the desc's own size, so a corrupt count cannot make us allocate.
+    """
+    if len(desc) < E.NT_FILE_HEADER.size:
+        return []
+    count, page_size = E.NT_FILE_HEADER.unpack_from(desc)
+    table_at = E.NT_FILE_HEADER.size
+    count = min(count, (len(desc) - table_at) // E.NT_FILE_ENTRY.size)
+    names_at = table_at + count * E.NT_FILE_ENTRY.size
+    names = desc[names_at:].split(b"\0")
+    out = []
+    for k in range(min(count, len(names))):
+        start, end, pgoff = E.NT_FILE_ENTRY.unpack_from(desc, table_at + k * E.NT_FILE_ENTRY.size)
+        if end < start:
+            continue
+        path = names[k].decode("utf-8", "surrogateescape")
+        out.append(FileMapping(start, end, pgoff * page_size, path))
+    return out
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")

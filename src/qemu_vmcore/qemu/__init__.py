@@ -1,0 +1,1 @@
+"""QEMU-side knowledge: what QEMU's structures mean, read through the debugger protocol."""

@@ -1,0 +1,174 @@
+"""The guest-physical RAM map, rebuilt from QEMU's FlatView.
+
+This mirrors what QMP ``dump-guest-memory`` does through
+``guest_phys_blocks_append()`` (system/memory_mapping.c): walk the FlatView of
+``address_space_memory``, keep RAM that is neither ``ram_device`` nor
+``nonvolatile``, and join a range to its predecessor only when it continues it
+in guest-physical *and* host-virtual address space *and* belongs to the same
+MemoryRegion. Following those rules exactly gives the same PT_LOAD set as
+QEMU's own dump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from qemu_vmcore.debugger import Debugger, Value
+from qemu_vmcore.errors import QemuStateError
+from qemu_vmcore.qemu import versions
+
+#: A FlatView of a real machine has tens of ranges; a corrupt ``nr`` must not
+#: make us read (or allocate for) billions.
+MAX_FLAT_RANGES = 1 << 16
+#: Alias chains are a few levels deep; a cycle must not hang us.
+MAX_ALIAS_DEPTH = 64
+U64 = 1 << 64
+
+
+@dataclass(frozen=True)
+class GuestRange:
+    """Guest RAM ``[gpa, end)`` lives in QEMU at host address ``hva``.
+
+    :param gpa: first guest-physical address.
+    :param end: first guest-physical address after the range (exclusive).
+    :param hva: host virtual address of ``gpa`` in the QEMU process.
+    :param block: the RAMBlock's idstr (e.g. ``pc.ram``).
+    :param region: the MemoryRegion's name.
+    :param mr: the MemoryRegion's address, the identity used for joining.
+    """
+
+    gpa: int
+    end: int
+    hva: int
+    block: str
+    region: str
+    mr: int
+
+    @property
+    def size(self) -> int:
+        """Length in bytes."""
+        return self.end - self.gpa
+
+
+@dataclass(frozen=True)
+class RamSection:
+    """One RAM FlatRange before joining (what QEMU's listener sees)."""
+
+    gpa: int
+    size: int
+    hva: int
+    block: str
+    region: str
+    mr: int
+
+
+def read_int128(dbg: Debugger, value: Value) -> int:
+    """An ``Int128`` as a Python int.
+
+    QEMU's Int128 is ``__int128`` where the compiler has it (7.2, 10.0 on
+    x86_64) and ``struct { uint64_t lo; int64_t hi; }`` otherwise. On a
+    little-endian host both are the same 16 bytes, low half first, so reading
+    the raw bytes handles both shapes.
+    """
+    raw = dbg.read(value.address(), 16)
+    return int.from_bytes(raw, "little", signed=True)
+
+
+def flat_ram_sections(dbg: Debugger) -> list[RamSection]:
+    """The FlatView's RAM ranges that QEMU's dump would consider, in order."""
+    as_name = versions.pick_variable(dbg, versions.ADDRESS_SPACE_MEMORY)
+    view = dbg.variable(as_name).member("current_map")
+    if int(view) == 0:
+        raise QemuStateError(f"{as_name}.current_map is NULL: QEMU died before its memory map")
+    nr, allocated = int(view.member("nr")), int(view.member("nr_allocated"))
+    if nr > MAX_FLAT_RANGES or nr > allocated:
+        raise QemuStateError(
+            f"implausible FlatView: nr={nr}, nr_allocated={allocated} (limit {MAX_FLAT_RANGES})",
+            nr=nr,
+        )
+    ranges = view.member("ranges")
+    out = []
+    for i in range(nr):
+        section = _ram_section(dbg, ranges.index(i))
+        if section is not None:
+            out.append(section)
+    return out
+
+
+def _ram_section(dbg: Debugger, fr: Value) -> RamSection | None:
+    mr = fr.member("mr")
+    if not int(mr.member("ram")):
+        return None
+    for flag in versions.MR_EXCLUDING_FLAGS:
+        if mr.has_member(flag) and int(mr.member(flag)):
+            return None
+    if mr.has_member(versions.MR_DISCARD_MANAGER) and int(mr.member(versions.MR_DISCARD_MANAGER)):
+        raise QemuStateError(
+            f"memory region {mr.member('name').string()!r} has a RamDiscardManager "
+            "(virtio-mem); dumping only its plugged blocks is not supported yet"
+        )
+    start = read_int128(dbg, fr.member("addr").member("start"))
+    size = read_int128(dbg, fr.member("addr").member("size"))
+    if not (0 <= start < U64 and 0 < size and start + size <= U64):
+        raise QemuStateError(f"implausible FlatRange: start={start:#x} size={size:#x}")
+    offset = int(fr.member("offset_in_region"))
+    target, alias_offset = _resolve_alias(mr)
+    block = target.member("ram_block")
+    if int(block) == 0:
+        raise QemuStateError(f"RAM region {mr.member('name').string()!r} has no RAMBlock")
+    host = int(block.member("host"))
+    region_offset = alias_offset + offset
+    max_length = int(block.member("max_length"))
+    if host == 0 or region_offset + size > max_length:
+        raise QemuStateError(
+            f"RAMBlock {block.member('idstr').string()!r}: host={host:#x}, range "
+            f"+{region_offset:#x}..+{region_offset + size:#x} beyond max_length {max_length:#x}"
+        )
+    return RamSection(
+        gpa=start,
+        size=size,
+        hva=host + region_offset,
+        block=block.member("idstr").string(),
+        region=mr.member("name").string(),
+        mr=int(mr),
+    )
+
+
+def _resolve_alias(mr: Value) -> tuple[Value, int]:
+    """Follow ``mr->alias`` as memory_region_get_ram_ptr() does; returns (mr, offset)."""
+    offset = 0
+    for _ in range(MAX_ALIAS_DEPTH):
+        alias = mr.member("alias")
+        if int(alias) == 0:
+            return mr, offset
+        offset += int(mr.member("alias_offset"))
+        mr = alias
+    raise QemuStateError(f"MemoryRegion alias chain longer than {MAX_ALIAS_DEPTH}")
+
+
+def join_sections(sections: list[RamSection]) -> list[GuestRange]:
+    """Join sections into guest ranges by QEMU's rules (see the module docstring).
+
+    :raises QemuStateError: sections out of order or overlapping, which the
+        memory API never produces.
+    """
+    out: list[GuestRange] = []
+    for s in sections:
+        prev = out[-1] if out else None
+        if prev is not None and prev.end > s.gpa:
+            raise QemuStateError(f"FlatView ranges overlap or are unsorted at {s.gpa:#x}")
+        if (
+            prev is not None
+            and prev.end == s.gpa
+            and prev.hva + prev.size == s.hva
+            and prev.mr == s.mr
+        ):
+            out[-1] = replace(prev, end=s.gpa + s.size)
+        else:
+            out.append(GuestRange(s.gpa, s.gpa + s.size, s.hva, s.block, s.region, s.mr))
+    return out
+
+
+def guest_ram(dbg: Debugger) -> list[GuestRange]:
+    """The guest RAM ranges QMP ``dump-guest-memory`` would dump, in gpa order."""
+    return join_sections(flat_ram_sections(dbg))

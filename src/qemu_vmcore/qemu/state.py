@@ -1,0 +1,72 @@
+"""QEMU's machine-level state: machine type, accelerator, the vCPU list."""
+
+from __future__ import annotations
+
+from qemu_vmcore.debugger import Debugger, Value
+from qemu_vmcore.errors import QemuStateError
+from qemu_vmcore.qemu import versions
+
+#: QEMU caps x86 at a few thousand vCPUs; a corrupt or cyclic list stops here.
+MAX_VCPUS = 1 << 13
+
+
+def qtailq(head: Value, link: str, limit: int) -> list[Value]:
+    """The elements of a QTAILQ, following ``elem.<link>.tqe_next``.
+
+    :raises QemuStateError: the list is longer than ``limit`` or has a cycle.
+    """
+    out: list[Value] = []
+    seen: set[int] = set()
+    elem = head.member("tqh_first")
+    while int(elem) != 0:
+        addr = int(elem)
+        if addr in seen:
+            raise QemuStateError(f"cycle in QEMU list at {addr:#x}", address=addr)
+        if len(out) >= limit:
+            raise QemuStateError(f"QEMU list longer than {limit} entries")
+        seen.add(addr)
+        out.append(elem)
+        elem = elem.member(link).member("tqe_next")
+    return out
+
+
+def vcpus(dbg: Debugger) -> list[Value]:
+    """The CPUState pointers of all vCPUs, in QEMU's order (cpu_index order)."""
+    name = versions.pick_variable(dbg, versions.CPU_LIST)
+    return qtailq(dbg.variable(name), "node", MAX_VCPUS)
+
+
+def _machine(dbg: Debugger) -> Value:
+    name = versions.pick_variable(dbg, versions.CURRENT_MACHINE)
+    machine = dbg.variable(name)
+    if int(machine) == 0:
+        raise QemuStateError(f"{name} is NULL: QEMU died before creating the machine")
+    return machine
+
+
+def qom_type_name(obj: Value) -> str:
+    """The QOM type name of an Object (``obj->class->type->name``)."""
+    return obj.member("class").member("type").member("name").string()
+
+
+def machine_type(dbg: Debugger) -> str:
+    """The machine type as ``-machine`` names it (e.g. ``pc-q35-10.0``), with its alias."""
+    machine = _machine(dbg)
+    klass = dbg.object_at("MachineClass", int(machine.member("parent_obj").member("class")))
+    name = klass.member("name").string()
+    alias = klass.member("alias").string() if int(klass.member("alias")) else ""
+    return f"{name} ({alias})" if alias else name
+
+
+def accelerator(dbg: Debugger) -> str:
+    """``tcg``, ``kvm``, ... from the machine's AccelState type name."""
+    accel = _machine(dbg).member("accelerator")
+    if int(accel) == 0:
+        return "unknown"
+    name = qom_type_name(accel.member("parent_obj"))
+    return name.removesuffix("-accel")
+
+
+def ram_size(dbg: Debugger) -> int:
+    """``-m`` in bytes (the machine's initial RAM, not hotplugged memory)."""
+    return int(_machine(dbg).member("ram_size"))

@@ -1,0 +1,110 @@
+"""Rendering for the CLI: info as a dict (for --json) or a rich table, and progress."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from qemu_vmcore.extract import ExtractResult
+from qemu_vmcore.source import QemuCore
+
+
+def info_dict(qc: QemuCore) -> dict:
+    """Everything ``info`` shows, as plain JSON-able data (addresses as ints)."""
+    return {
+        "core": os.fspath(qc.host.path),
+        "qemu": {
+            "version": qc.qemu_version,
+            "executable": os.fspath(qc.executable) if qc.executable else None,
+            "pid": qc.host.process.pid if qc.host.process else None,
+        },
+        "machine": qc.machine,
+        "accelerator": qc.accelerator,
+        "vcpus": qc.vcpu_count,
+        "ram_bytes": qc.ram_total,
+        "ranges": [
+            {
+                "gpa": r.gpa,
+                "end": r.end,
+                "size": r.size,
+                "hva": r.hva,
+                "block": r.block,
+                "region": r.region,
+                "in_core": qc.memory.coverage(r),
+            }
+            for r in qc.ranges
+        ],
+        "missing": [
+            {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
+            for p in qc.memory.missing()
+        ],
+    }
+
+
+def extract_dict(result: ExtractResult) -> dict:
+    return {
+        "output": os.fspath(result.output),
+        "file_size": result.file_size,
+        "ram_bytes": result.ram_bytes,
+        "ranges": result.ranges,
+        "seconds": round(result.seconds, 3),
+        "missing": [
+            {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
+            for p in result.missing
+        ],
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def print_info(data: dict) -> None:
+    """Print ``info_dict`` output as a summary and a table of guest RAM."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.width = max(console.width, 120)  # addresses must not be cut when piped
+    q = data["qemu"]
+    console.print(f"QEMU         {q['version'] or 'unknown'}  ({q['executable']}, pid {q['pid']})")
+    console.print(f"machine      {data['machine']}, accelerator {data['accelerator']}")
+    console.print(f"vCPUs        {data['vcpus']}")
+    console.print(f"guest RAM    {_mib(data['ram_bytes'])} in {len(data['ranges'])} ranges")
+    table = Table(box=None, pad_edge=False)
+    for col in ("guest start", "guest end", "size", "host address", "RAMBlock", "in core"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for r in data["ranges"]:
+        table.add_row(
+            f"{r['gpa']:#018x}",
+            f"{r['end']:#018x}",
+            _mib(r["size"]),
+            f"{r['hva']:#018x}",
+            r["block"],
+            r["in_core"],
+        )
+    console.print(table)
+
+
+@contextmanager
+def progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Yield an ``advance(nbytes)`` callback; draws a bar on stderr if ``enabled``."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn())
+    with Progress(
+        "extracting", *columns, TimeRemainingColumn(), console=Console(stderr=True)
+    ) as bar:
+        task = bar.add_task("extract", total=total)
+        yield lambda n: bar.advance(task, n)

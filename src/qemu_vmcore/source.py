@@ -1,0 +1,117 @@
+"""Opening a QEMU core: the host core, QEMU's state in it, and the guest memory.
+
+This is where the layers are stacked: hostcore -> debugger -> qemu/ ->
+guest/physmem. Everything above (plans, writers, the CLI) starts here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qemu_vmcore.debugger import Debugger
+from qemu_vmcore.elffile import read_qemu_version
+from qemu_vmcore.errors import NotQemuError, VmcoreError
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory
+from qemu_vmcore.hostcore import HostCore, open_core
+from qemu_vmcore.qemu import memory, state, x86
+from qemu_vmcore.qemu.memory import GuestRange
+
+
+@dataclass
+class QemuCore:
+    """An opened QEMU core. Close it (or use ``with``) when done."""
+
+    host: HostCore
+    dbg: Debugger
+    ranges: list[GuestRange]
+    memory: GuestPhysicalMemory
+    qemu_version: str | None
+    machine: str
+    accelerator: str
+    vcpu_count: int
+    first_vcpu_long_mode: bool | None
+    executable: Path | None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def ram_total(self) -> int:
+        """Bytes of guest RAM in the map (what a dump holds)."""
+        return sum(r.size for r in self.ranges)
+
+    def elf_arch(self) -> tuple[int, int]:
+        """(ELF class, e_machine) as QEMU's own dump would pick them."""
+        return x86.dump_arch(self.first_vcpu_long_mode, self.ranges)
+
+    def close(self) -> None:
+        self.host.close()
+
+    def __enter__(self) -> QemuCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _looks_like_qemu(host: HostCore) -> bool:
+    names = [os.path.basename(host.executable or "")]
+    if host.process:
+        names.append(host.process.fname)
+    return any("qemu" in n.lower() for n in names)
+
+
+def _program_name(host: HostCore) -> str:
+    exe = host.executable or (host.process.fname if host.process else "an unknown program")
+    pid = f" (pid {host.process.pid})" if host.process else ""
+    return f"{exe}{pid}"
+
+
+def open_qemu_core(
+    path: str | os.PathLike[str],
+    *,
+    qemu: Path | None = None,
+    debug_file: Path | None = None,
+    backend: str = "drgn",
+) -> QemuCore:
+    """Open the core of a QEMU process and rebuild its guest's memory map.
+
+    :raises VmcoreError: (a subclass) for every problem with the input.
+    """
+    host = open_core(path)
+    try:
+        return _open(host, qemu=qemu, debug_file=debug_file, backend=backend)
+    except BaseException:
+        host.close()
+        raise
+
+
+def _open(host: HostCore, *, qemu: Path | None, debug_file: Path | None, backend: str) -> QemuCore:
+    if backend != "drgn":
+        raise VmcoreError(f"unknown backend {backend!r}")
+    from qemu_vmcore.debugger.drgn_backend import open_drgn
+
+    explicit = qemu is not None or debug_file is not None
+    if not explicit and not _looks_like_qemu(host):
+        raise NotQemuError(
+            f"{host.path}: a core of {_program_name(host)}, not of QEMU",
+            hint="if this is a renamed QEMU, name its executable with --qemu",
+        )
+    dbg = open_drgn(host, qemu=qemu, debug_file=debug_file)
+    if not dbg.has_variable("address_space_memory"):
+        raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
+    ranges = memory.guest_ram(dbg)
+    cpus = state.vcpus(dbg)
+
+    return QemuCore(
+        host=host,
+        dbg=dbg,
+        ranges=ranges,
+        memory=GuestPhysicalMemory(ranges, host),
+        qemu_version=read_qemu_version(dbg.executable) if dbg.executable else None,
+        machine=state.machine_type(dbg),
+        accelerator=state.accelerator(dbg),
+        vcpu_count=len(cpus),
+        first_vcpu_long_mode=x86.long_mode(dbg, cpus[0]) if cpus else None,
+        executable=dbg.executable,
+    )

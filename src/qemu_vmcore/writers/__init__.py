@@ -1,0 +1,1 @@
+"""Writers: turn guest-physical memory, vCPU notes and options into a vmcore file."""
