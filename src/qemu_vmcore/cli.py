@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _install_sigterm()
+    if args.debug:
+        import logging
+
+        # Show drgn's own log (otherwise silenced) when debugging.
+        logging.getLogger("drgn").addHandler(logging.StreamHandler())
     try:
         if args.command == "info":
             return _cmd_info(args)

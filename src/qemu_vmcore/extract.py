@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qemu_vmcore import elfdefs as E
-from qemu_vmcore.errors import MissingMemoryError
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError
 from qemu_vmcore.guest.physmem import Piece, Progress
 from qemu_vmcore.hostcore import ExtentKind
 from qemu_vmcore.output import atomic_output, check_target
@@ -82,6 +82,15 @@ def extract(
     started = time.monotonic()
     check_target(output, force=force)
     missing = qc.memory.missing()
+    if qc.host.truncated and not allow_missing:
+        host = qc.host
+        lost = describe_missing(missing) if missing else "all guest RAM is still present"
+        raise CoreFileError(
+            f"{host.path}: truncated core ({host.file_size:,} of {host.expected_size:,} "
+            f"bytes): {lost}",
+            hint="--allow-missing extracts what is there",
+            path=host.path,
+        )
     if missing and not allow_missing:
         raise MissingMemoryError(
             describe_missing(missing),

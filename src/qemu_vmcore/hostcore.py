@@ -148,6 +148,18 @@ class HostCore:
             parts.append(data)
         return b"".join(parts)
 
+    @property
+    def truncated(self) -> bool:
+        """Whether some segment's bytes run past the end of the file."""
+        return any(
+            s.file_size and s.file_offset + s.file_size > self.file_size for s in self.segments
+        )
+
+    @property
+    def expected_size(self) -> int:
+        """The file size the program headers promise (bytes)."""
+        return max((s.file_offset + s.file_size for s in self.segments), default=0)
+
     def mapping_at(self, hva: int) -> FileMapping | None:
         """The NT_FILE mapping containing ``hva``, if any."""
         for m in self.mappings:

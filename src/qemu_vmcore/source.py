@@ -12,7 +12,7 @@ from pathlib import Path
 
 from qemu_vmcore.debugger import Debugger
 from qemu_vmcore.elffile import read_qemu_version
-from qemu_vmcore.errors import NotQemuError, VmcoreError
+from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.hostcore import HostCore, open_core
 from qemu_vmcore.qemu import memory, state, x86
@@ -81,6 +81,15 @@ def open_qemu_core(
     host = open_core(path)
     try:
         return _open(host, qemu=qemu, debug_file=debug_file, backend=backend)
+    except QemuStateError as e:
+        host.close()
+        if host.truncated:
+            raise CoreFileError(
+                f"{host.path}: truncated core ({host.file_size:,} of {host.expected_size:,} "
+                f"bytes); QEMU's state is unreadable: {e.message}",
+                path=host.path,
+            ) from None
+        raise
     except BaseException:
         host.close()
         raise

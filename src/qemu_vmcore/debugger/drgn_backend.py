@@ -8,6 +8,7 @@ library's as well (drgn's ``load_default_debug_info``) costs time and prints
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +164,15 @@ class DrgnDebugger:
             raise QemuStateError(f"address {e.address:#x} is not in the core") from None
 
 
+def _quiet_drgn_log() -> None:
+    """Keep drgn's own warnings (e.g. about shared libraries in a truncated
+    core) off stderr: our errors are one line. ``--debug`` turns logging on."""
+    logger = logging.getLogger("drgn")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+
+
 def open_drgn(
     core: HostCore, *, qemu: Path | None = None, debug_file: Path | None = None
 ) -> DrgnDebugger:
@@ -175,6 +185,7 @@ def open_drgn(
     :raises DebugInfoError: no matching debug info, or a file given whose
         build-id is not the core's.
     """
+    _quiet_drgn_log()
     prog = drgn.Program()
     try:
         prog.set_core_dump(os.fspath(core.path))

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Benchmark: qemu-vmcore extract against QEMU's gdb script and cp, on one core.
+
+All tools read the same rig core, in one run, with a warm page cache; each is
+run several times and the median wall time is reported, with ratios. Peak RSS
+of ``extract`` is measured per case with wait4(). Outputs go to a scratch
+directory beside the core (same file system) and are deleted after each run.
+
+    .venv/bin/python bench/extract.py                 # default cases
+    .venv/bin/python bench/extract.py --runs 7 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "rig"))
+import rig  # noqa: E402
+
+PYTHON = sys.executable
+
+
+def run_timed(argv: list[str], cwd: Path | None = None) -> tuple[float, int]:
+    """Run ``argv``; return (wall seconds, peak RSS in bytes) of that process tree's leader."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def du(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def measure(name: str, make_argv, out: Path, runs: int) -> dict:
+    """Warm up once, then time ``runs`` runs; the output is removed after each."""
+    times, rss, disk = [], [], 0
+    for i in range(runs + 1):
+        argv = make_argv(out)
+        wall, peak = run_timed(argv)
+        disk = du(out) if out.exists() else 0
+        out.unlink(missing_ok=True)
+        if i:  # run 0 warms the page cache
+            times.append(wall)
+            rss.append(peak)
+    return {
+        "tool": name,
+        "median_s": statistics.median(times),
+        "runs": runs,
+        "peak_rss": max(rss),
+        "out_disk": disk,
+    }
+
+
+def ours(case: rig.Case):
+    return lambda out: [
+        PYTHON,
+        "-m",
+        "qemu_vmcore",
+        "extract",
+        str(case.core),
+        "-o",
+        str(out),
+        "-q",
+    ]
+
+
+def gdb_script(case: rig.Case):
+    script = case.qemu_src / "scripts" / "dump-guest-memory.py"
+    return lambda out: [
+        "gdb",
+        "-batch",
+        "-nx",
+        "-ex",
+        f"file {case.qemu_binary}",
+        "-ex",
+        f"core-file {case.core}",
+        "-ex",
+        f"source {script}",
+        "-ex",
+        f"dump-guest-memory {out} X86_64",
+    ]
+
+
+def cp_sparse(case: rig.Case):
+    return lambda out: ["cp", "--sparse=always", str(case.core), str(out)]
+
+
+def bench_speed(case: rig.Case, runs: int, gdb_runs: int) -> list[dict]:
+    scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=case.dir))
+    try:
+        out = scratch / "out"
+        rows = [
+            measure("qemu-vmcore extract", ours(case), out, runs),
+            measure("QEMU gdb script", gdb_script(case), out, gdb_runs),
+            measure("cp --sparse=always", cp_sparse(case), out, runs),
+        ]
+    finally:
+        shutil.rmtree(scratch)
+    return rows
+
+
+def bench_rss(case: rig.Case) -> dict:
+    scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=case.dir))
+    try:
+        row = measure("qemu-vmcore extract", ours(case), scratch / "out", 1)
+    finally:
+        shutil.rmtree(scratch)
+    return {
+        "case": case.spec.name,
+        "guest_mib": case.spec.mem_mib,
+        "peak_rss": row["peak_rss"],
+        "median_s": row["median_s"],
+    }
+
+
+def print_tables(case: rig.Case, rows: list[dict], rss_rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120)
+    ours_row, gdb_row, cp_row = rows
+    t = Table(
+        title=f"extract, case {case.spec.name} (core {du(case.core) / 2**20:,.0f} MiB on disk)"
+    )
+    for col in ("tool", "median s", "runs", "vs ours", "output on disk", "peak RSS"):
+        t.add_column(col, justify="left" if col == "tool" else "right")
+    for r in rows:
+        t.add_row(
+            r["tool"],
+            f"{r['median_s']:.3f}",
+            str(r["runs"]),
+            f"{r['median_s'] / ours_row['median_s']:.2f}x",
+            f"{r['out_disk'] / 2**20:,.0f} MiB",
+            f"{r['peak_rss'] / 2**20:,.0f} MiB",
+        )
+    console.print(t)
+    checks = [
+        ("ours / cp <= 2.0", ours_row["median_s"] / cp_row["median_s"], 2.0, "<="),
+        ("gdb script / ours >= 10", gdb_row["median_s"] / ours_row["median_s"], 10.0, ">="),
+        ("our disk / core disk <= 1.0", ours_row["out_disk"] / du(case.core), 1.0, "<="),
+    ]
+    r2 = Table(title="peak RSS of extract by guest size")
+    for col in ("case", "guest MiB", "peak RSS", "wall s"):
+        r2.add_column(col, justify="right")
+    for r in rss_rows:
+        r2.add_row(
+            r["case"],
+            str(r["guest_mib"]),
+            f"{r['peak_rss'] / 2**20:,.0f} MiB",
+            f"{r['median_s']:.2f}",
+        )
+        checks.append((f"RSS {r['case']} <= 300 MB", r["peak_rss"] / 1e6, 300, "<="))
+    console.print(r2)
+    g = Table(title="goals")
+    for col in ("goal", "measured", "met"):
+        g.add_column(col)
+    for label, value, bound, op in checks:
+        met = value <= bound if op == "<=" else value >= bound
+        g.add_row(label, f"{value:.2f}", "yes" if met else "NO")
+    console.print(g)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--case", default="q10-q35-512", help="rig case for the speed table")
+    ap.add_argument("--rss-cases", default="q10-q35-512,q10-q35-4608", help="cases for peak RSS")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--gdb-runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    case = rig.ensure_case(rig.STANDARD_CASES[args.case])
+    rows = bench_speed(case, args.runs, args.gdb_runs)
+    rss_rows = [
+        bench_rss(rig.ensure_case(rig.STANDARD_CASES[n])) for n in args.rss_cases.split(",")
+    ]
+    if args.json:
+        print(json.dumps({"case": args.case, "speed": rows, "rss": rss_rows}, indent=2))
+    else:
+        print_tables(case, rows, rss_rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# All the set-up the demo and the tests need, on a fresh Debian 12 machine:
+# Debian packages and deb-src entries, the project's virtualenv, QEMU 7.2 and
+# 10.0 built with debug info from Debian's sources, and the guest kernel and
+# initramfs. Everything heavy is cached in $QEMU_VMCORE_RIG_CACHE
+# (default /var/cache/qemu-vmcore-rig), so a second run takes seconds.
+set -euo pipefail
+top="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$top"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages and builds into /var/cache)" >&2
+  exit 1
+fi
+bash tests/rig/setup-apt.sh
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import qemu_vmcore, drgn, rich, elftools" # fail early if the install did not work
+bash tests/rig/build-qemu.sh
+bash tests/rig/guest.sh

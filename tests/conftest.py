@@ -1,0 +1,49 @@
+"""Shared fixtures: the rig's cases (real QEMU cores) and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE / "rig"))
+sys.path.insert(0, str(HERE))
+
+import rig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def rig_case():
+    """``rig_case(name)`` returns the cached rig case, making it on first use."""
+    made: dict[str, rig.Case] = {}
+
+    def get(name: str) -> rig.Case:
+        if name not in made:
+            made[name] = rig.ensure_case(rig.STANDARD_CASES[name])
+        return made[name]
+
+    return get
+
+
+def run_cli(*args: object, check: bool = False, env: dict | None = None):
+    """Run ``python -m qemu_vmcore ARGS`` and return the CompletedProcess."""
+    cmd = [sys.executable, "-m", "qemu_vmcore", *map(os.fspath, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    """A failed run printed exactly one ``error:`` line (no traceback) naming ``needles``."""
+    assert proc.returncode not in (0, None), proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])

@@ -1,0 +1,134 @@
+"""End to end: real QEMU cores from the rig, compared with QEMU's own dump."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from conftest import assert_one_line_error, run_cli
+from elftools.elf.elffile import ELFFile
+from vmcore_compare import compare_vmcores
+
+pytestmark = pytest.mark.rig
+
+REFERENCE_CASES = ["q72-pc-512", "q10-q35-512", "q10-q35-4608"]
+
+
+@pytest.mark.parametrize("name", REFERENCE_CASES)
+def test_extract_equals_qemu_dump(rig_case, tmp_path, name):
+    case = rig_case(name)
+    out = tmp_path / "vmcore"
+    run_cli("extract", case.core, "-o", out, "--quiet", check=True)
+
+    cmp = compare_vmcores(out, case.reference)
+    assert cmp.ranges_a == cmp.ranges_b
+    assert cmp.differing_pages == []
+    assert cmp.pages == sum(size for _, size in cmp.ranges_b) // 4096
+    # The marker the guest logged is in guest RAM, so it must be in the file.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    # Sparse: never more disk than the core itself.
+    assert out.stat().st_blocks <= case.core.stat().st_blocks
+    with open(out, "rb") as f:
+        elf = ELFFile(f)
+        assert elf["e_type"] == "ET_CORE" and elf["e_machine"] == "EM_X86_64"
+        assert elf["e_phoff"] == 64
+        assert next(elf.iter_segments())["p_type"] == "PT_NOTE"
+        for seg in elf.iter_segments(type="PT_LOAD"):
+            assert seg["p_vaddr"] == seg["p_paddr"]  # QEMU's rule for paging=false
+    out.unlink()
+
+
+def test_ram_above_4g_is_split_around_the_hole(rig_case):
+    case = rig_case("q10-q35-4608")
+    info = json.loads(run_cli("info", "--json", case.core, check=True).stdout)
+    ranges = [(r["gpa"], r["end"]) for r in info["ranges"]]
+    assert any(start >= 1 << 32 for start, _ in ranges)
+    assert max(end for _, end in ranges) == (1 << 32) + (4608 - 2048) * (1 << 20)
+
+
+@pytest.mark.parametrize("name", REFERENCE_CASES)
+def test_info_describes_the_guest(rig_case, name):
+    case = rig_case(name)
+    info = json.loads(run_cli("info", "--json", case.core, check=True).stdout)
+    assert info["qemu"]["version"].startswith(case.spec.qemu + ".")
+    assert info["vcpus"] == case.spec.smp
+    assert info["accelerator"] == "tcg"
+    machine_word = {"pc": "i440fx", "q35": "q35"}[case.spec.machine]
+    assert machine_word in info["machine"]
+    assert all(r["in_core"] == "yes" for r in info["ranges"])
+    assert info["missing"] == []
+    with open(case.reference, "rb") as f:
+        ref = sorted(
+            (s["p_paddr"], s["p_paddr"] + s["p_memsz"])
+            for s in ELFFile(f).iter_segments(type="PT_LOAD")
+        )
+    assert [(r["gpa"], r["end"]) for r in info["ranges"]] == ref
+    assert info["ram_bytes"] == sum(e - s for s, e in ref)
+    # Plain (non-JSON) output is a table with the same ranges.
+    text = run_cli("info", case.core, check=True).stdout
+    for r in info["ranges"]:
+        assert f"{r['gpa']:#018x}" in text and r["block"] in text
+
+
+def test_dump_guest_core_off_is_a_clear_error(rig_case, tmp_path):
+    case = rig_case("q72-pc-nodump")
+    out = tmp_path / "vmcore"
+    proc = run_cli("extract", case.core, "-o", out)
+    assert_one_line_error(proc, "not in the core", "dump-guest-core=off", "0x0-0x20000000")
+    assert list(tmp_path.iterdir()) == []
+
+    info = json.loads(run_cli("info", "--json", case.core, check=True).stdout)
+    assert {r["in_core"] for r in info["ranges"]} == {"no"}
+
+    proc = run_cli("extract", case.core, "-o", out, "--allow-missing", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "0x0-0x20000000" in proc.stderr and "written as zeros" in proc.stderr
+    assert out.stat().st_blocks * 512 < (1 << 20)  # all zeros: holes, not data
+    with open(out, "rb") as f:
+        assert {s["p_paddr"] for s in ELFFile(f).iter_segments(type="PT_LOAD")} == {
+            0,
+            0xFFFC0000,
+        }
+
+
+@pytest.mark.parametrize("fraction", [0.10, 0.60, 0.99])
+def test_truncated_core(rig_case, tmp_path, fraction):
+    case = rig_case("q72-pc-512")
+    cut = tmp_path / "core"
+    size = int(case.core.stat().st_size * fraction)
+    _sparse_copy(case.core, cut, size)
+    out = tmp_path / "vmcore"
+    proc = run_cli("extract", cut, "-o", out)
+    assert_one_line_error(proc, "truncated core")
+    assert not out.exists()
+    cut.unlink()
+
+
+def _sparse_copy(src, dst, size):
+    """Copy the first ``size`` bytes of ``src``, keeping holes."""
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        fo.truncate(size)
+        pos = 0
+        while pos < size:
+            try:
+                data = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
+            except OSError:
+                break
+            if data >= size:
+                break
+            hole = min(os.lseek(fi.fileno(), data, os.SEEK_HOLE), size)
+            os.copy_file_range(fi.fileno(), fo.fileno(), hole - data, data, data)
+            pos = hole
+
+
+def test_refuses_existing_output(rig_case, tmp_path):
+    case = rig_case("q72-pc-512")
+    out = tmp_path / "vmcore"
+    out.write_bytes(b"keep me")
+    proc = run_cli("extract", case.core, "-o", out)
+    assert_one_line_error(proc, "already exists", "--force")
+    assert out.read_bytes() == b"keep me"
+    run_cli("extract", case.core, "-o", out, "--force", "--quiet", check=True)
+    assert out.stat().st_size > 512 << 20
