@@ -52,13 +52,3 @@ def read_qemu_version(path: Path) -> str | None:
                 return match.group(1).decode() if match else None
     except (OSError, ELFError, ValueError):
         return None
-
-
-def readonly_loads(path: Path) -> list[tuple[int, int, int]]:
-    """``(vaddr, filesz, file_offset)`` of each read-only PT_LOAD of an executable."""
-    out = []
-    with open(path, "rb") as f:
-        for seg in ELFFile(f).iter_segments(type="PT_LOAD"):
-            if not seg["p_flags"] & 2 and seg["p_filesz"]:  # PF_W clear
-                out.append((seg["p_vaddr"], seg["p_filesz"], seg["p_offset"]))
-    return out

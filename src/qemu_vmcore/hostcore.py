@@ -167,6 +167,24 @@ class HostCore:
                 return m
         return None
 
+    def unsaved_file_ranges(self, path: str) -> list[FileMapping]:
+        """Read-only parts of ``path``'s mappings whose bytes the core lacks.
+
+        A default ``coredump_filter`` leaves out file-backed memory that was
+        never written, such as an executable's .rodata; the file itself holds
+        those bytes (when it is the very file that was mapped).
+        """
+        out = []
+        for m in self.mappings:
+            if m.path != path:
+                continue
+            for ext in self.extents(m.hva, m.end - m.hva):
+                seg = self.segments[bisect.bisect_right(self._starts, ext.hva) - 1]
+                if ext.kind is ExtentKind.NOT_DUMPED and not seg.flags & 2:  # PF_W clear
+                    offset = m.file_offset + (ext.hva - m.hva)
+                    out.append(FileMapping(ext.hva, ext.end, offset, path))
+        return out
+
     # -- the executable -------------------------------------------------------
 
     @property

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from qemu_vmcore.debugger import Debugger
-from qemu_vmcore.elffile import read_qemu_version
 from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.hostcore import HostCore, open_core
@@ -27,13 +27,30 @@ class QemuCore:
     dbg: Debugger
     ranges: list[GuestRange]
     memory: GuestPhysicalMemory
-    qemu_version: str | None
-    machine: str
-    accelerator: str
     vcpu_count: int
     first_vcpu_long_mode: bool | None
     executable: Path | None
     notices: list[str] = field(default_factory=list)
+
+    # Facts only ``info`` shows are computed on first use, keeping them (and
+    # pyelftools) out of extract's start-up.
+
+    @cached_property
+    def qemu_version(self) -> str | None:
+        """QEMU's version string, from the executable that made the core."""
+        from qemu_vmcore.elffile import read_qemu_version
+
+        return read_qemu_version(self.executable) if self.executable else None
+
+    @cached_property
+    def machine(self) -> str:
+        """The machine type, e.g. ``pc-q35-10.0 (q35)``."""
+        return state.machine_type(self.dbg)
+
+    @cached_property
+    def accelerator(self) -> str:
+        """``tcg``, ``kvm``, ..."""
+        return state.accelerator(self.dbg)
 
     @property
     def ram_total(self) -> int:
@@ -117,9 +134,6 @@ def _open(host: HostCore, *, qemu: Path | None, debug_file: Path | None, backend
         dbg=dbg,
         ranges=ranges,
         memory=GuestPhysicalMemory(ranges, host),
-        qemu_version=read_qemu_version(dbg.executable) if dbg.executable else None,
-        machine=state.machine_type(dbg),
-        accelerator=state.accelerator(dbg),
         vcpu_count=len(cpus),
         first_vcpu_long_mode=x86.long_mode(dbg, cpus[0]) if cpus else None,
         executable=dbg.executable,

@@ -123,8 +123,7 @@ def write_elf(fd: int, image: ElfImage, memory: GuestPhysicalMemory, progress: P
     """Write ``image`` to ``fd`` (a new, empty file), copying guest RAM sparsely."""
     os.ftruncate(fd, image.file_size)
     _pwrite_all(fd, image.head, 0)
-    for place in image.placements:
-        memory.copy_to(fd, place.file_offset, place.range, progress)
+    memory.copy_to(fd, [(p.range, p.file_offset) for p in image.placements], progress)
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
