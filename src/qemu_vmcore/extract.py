@@ -12,20 +12,19 @@ from pathlib import Path
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError
-from qemu_vmcore.guest.physmem import Piece, Progress
-from qemu_vmcore.hostcore import ExtentKind
+from qemu_vmcore.guest.physmem import Piece, PieceKind, Progress
 from qemu_vmcore.output import atomic_output, check_target
 from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers.elf import ELF32, ELF64, build_image, write_elf
 
 #: What the kernel's absence of bytes most likely means, for error messages.
 _CAUSES = {
-    ExtentKind.NOT_DUMPED: (
+    PieceKind.NOT_DUMPED: (
         "QEMU ran with dump-guest-core=off, or the RAM is file-backed shared memory "
         "that the kernel's coredump_filter left out"
     ),
-    ExtentKind.TRUNCATED: "the core file is truncated",
-    ExtentKind.UNMAPPED: "QEMU's RAMBlock points outside every mapping in the core",
+    PieceKind.TRUNCATED: "the core file is truncated",
+    PieceKind.UNMAPPED: "QEMU's RAMBlock points outside every mapping in the core",
 }
 
 

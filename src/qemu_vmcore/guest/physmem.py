@@ -9,13 +9,14 @@ Writers use only this object: ``ranges()``, ``pieces()``, ``read()`` and
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import MissingMemoryError, OutputError
-from qemu_vmcore.hostcore import ExtentKind, HostCore
+from qemu_vmcore.hostcore import Extent, ExtentKind, HostCore
 from qemu_vmcore.qemu.memory import GuestRange
 
 #: Bytes handed to one copy_file_range call: large enough to be cheap, small
@@ -25,9 +26,27 @@ COPY_CHUNK = 64 << 20
 Progress = Callable[[int], None]
 
 
+class PieceKind(enum.Enum):
+    """What the core holds for a piece of guest RAM."""
+
+    DATA = "data"  # bytes in the core file (file holes read as zeros)
+    # Anonymous RAM that QEMU let the kernel dump but of which the kernel
+    # wrote nothing: a private anonymous mapping never written to has no
+    # anon_vma, and vma_dump_size() skips it. Its bytes are zeros.
+    UNTOUCHED = "never touched"
+    NOT_DUMPED = ExtentKind.NOT_DUMPED.value
+    TRUNCATED = ExtentKind.TRUNCATED.value
+    UNMAPPED = ExtentKind.UNMAPPED.value
+
+    @property
+    def present(self) -> bool:
+        """Whether the piece's bytes are known (data, or known zeros)."""
+        return self in (PieceKind.DATA, PieceKind.UNTOUCHED)
+
+
 @dataclass(frozen=True)
 class Piece:
-    """Part of a guest range, all of one :class:`ExtentKind`.
+    """Part of a guest range, all of one :class:`PieceKind`.
 
     :param gpa: first guest-physical address.
     :param size: length in bytes.
@@ -36,7 +55,7 @@ class Piece:
 
     gpa: int
     size: int
-    kind: ExtentKind
+    kind: PieceKind
     file_offset: int | None
 
     @property
@@ -63,20 +82,25 @@ class GuestPhysicalMemory:
 
     def _translate(self, r: GuestRange) -> list[Piece]:
         return [
-            Piece(r.gpa + (e.hva - r.hva), e.size, e.kind, e.file_offset)
+            Piece(r.gpa + (e.hva - r.hva), e.size, self._kind(r, e), e.file_offset)
             for e in self._host.extents(r.hva, r.size)
         ]
 
+    def _kind(self, r: GuestRange, e: Extent) -> PieceKind:
+        if e.kind is ExtentKind.NOT_DUMPED and r.dumpable and self._host.mapping_at(e.hva) is None:
+            return PieceKind.UNTOUCHED
+        return PieceKind[e.kind.name]
+
     def coverage(self, r: GuestRange) -> str:
-        """``yes``, ``no`` or ``partial``: is ``r`` in the core?"""
-        kinds = {p.kind for p in self._pieces[r]}
-        if kinds == {ExtentKind.DATA}:
+        """``yes``, ``no`` or ``partial``: does the core hold ``r``'s bytes?"""
+        present = {p.kind.present for p in self._pieces[r]}
+        if present == {True}:
             return "yes"
-        return "no" if ExtentKind.DATA not in kinds else "partial"
+        return "no" if True not in present else "partial"
 
     def missing(self) -> list[Piece]:
-        """Every piece of guest RAM the core does not hold."""
-        return [p for r in self._ranges for p in self._pieces[r] if p.kind is not ExtentKind.DATA]
+        """Every piece of guest RAM whose bytes the core does not hold."""
+        return [p for r in self._ranges for p in self._pieces[r] if not p.kind.present]
 
     def read(self, gpa: int, size: int) -> bytes:
         """``size`` bytes of guest RAM at ``gpa``; zeros where the core has a hole.
@@ -109,7 +133,7 @@ class GuestPhysicalMemory:
         for r, out_offset in placements:
             for p in self._pieces[r]:
                 dst = out_offset + (p.gpa - r.gpa)
-                if p.kind is ExtentKind.DATA:
+                if p.kind is PieceKind.DATA:
                     for off, size in data_runs(self._host.fd, p.file_offset, p.size):
                         jobs.append(CopyJob(off, dst + (off - p.file_offset), size))
         skipped = sum(r.size for r, _ in placements) - sum(j.size for j in jobs)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
-from qemu_vmcore.qemu import versions
+from qemu_vmcore.qemu import state, versions
 
 #: A FlatView of a real machine has tens of ranges; a corrupt ``nr`` must not
 #: make us read (or allocate for) billions.
@@ -35,6 +35,8 @@ class GuestRange:
     :param block: the RAMBlock's idstr (e.g. ``pc.ram``).
     :param region: the MemoryRegion's name.
     :param mr: the MemoryRegion's address, the identity used for joining.
+    :param dumpable: QEMU left this RAM dumpable (no MADV_DONTDUMP from
+        ``dump-guest-core=off`` or a backend's ``dump=off``).
     """
 
     gpa: int
@@ -43,6 +45,7 @@ class GuestRange:
     block: str
     region: str
     mr: int
+    dumpable: bool = True
 
     @property
     def size(self) -> int:
@@ -60,6 +63,7 @@ class RamSection:
     block: str
     region: str
     mr: int
+    dumpable: bool = True
 
 
 def read_int128(dbg: Debugger, value: Value) -> int:
@@ -87,15 +91,16 @@ def flat_ram_sections(dbg: Debugger) -> list[RamSection]:
             nr=nr,
         )
     ranges = view.member("ranges")
+    machine_dumps = state.dump_guest_core(dbg)
     out = []
     for i in range(nr):
-        section = _ram_section(dbg, ranges.index(i))
+        section = _ram_section(dbg, ranges.index(i), machine_dumps)
         if section is not None:
             out.append(section)
     return out
 
 
-def _ram_section(dbg: Debugger, fr: Value) -> RamSection | None:
+def _ram_section(dbg: Debugger, fr: Value, machine_dumps: bool) -> RamSection | None:
     mr = fr.member("mr")
     if not int(mr.member("ram")):
         return None
@@ -131,7 +136,17 @@ def _ram_section(dbg: Debugger, fr: Value) -> RamSection | None:
         block=block.member("idstr").string(),
         region=mr.member("name").string(),
         mr=int(mr),
+        dumpable=machine_dumps and _backend_dumps(dbg, target),
     )
+
+
+def _backend_dumps(dbg: Debugger, mr: Value) -> bool:
+    """False when the region belongs to a memory backend created with ``dump=off``."""
+    owner = mr.member("owner")
+    if int(owner) == 0 or not state.qom_type_name(owner).startswith("memory-backend"):
+        return True
+    backend = dbg.object_at("HostMemoryBackend", int(owner))
+    return not backend.has_member("dump") or bool(int(backend.member("dump")))
 
 
 def _resolve_alias(mr: Value) -> tuple[Value, int]:
@@ -165,7 +180,9 @@ def join_sections(sections: list[RamSection]) -> list[GuestRange]:
         ):
             out[-1] = replace(prev, end=s.gpa + s.size)
         else:
-            out.append(GuestRange(s.gpa, s.gpa + s.size, s.hva, s.block, s.region, s.mr))
+            out.append(
+                GuestRange(s.gpa, s.gpa + s.size, s.hva, s.block, s.region, s.mr, s.dumpable)
+            )
     return out
 
 

@@ -70,3 +70,8 @@ def accelerator(dbg: Debugger) -> str:
 def ram_size(dbg: Debugger) -> int:
     """``-m`` in bytes (the machine's initial RAM, not hotplugged memory)."""
     return int(_machine(dbg).member("ram_size"))
+
+
+def dump_guest_core(dbg: Debugger) -> bool:
+    """``-machine dump-guest-core``: whether QEMU let the kernel dump guest RAM."""
+    return bool(int(_machine(dbg).member("dump_guest_core")))
