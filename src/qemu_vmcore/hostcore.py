@@ -284,7 +284,9 @@ def open_core(path: str | os.PathLike[str]) -> HostCore:
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular
+        # files ignore the flag); non-regular files are refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CoreFileError(f"{path}: no such file", path=path) from None
     except IsADirectoryError:
@@ -328,25 +330,38 @@ def _parse(path: Path, fd: int) -> HostCore:
     core = HostCore(path=path, fd=fd, file_size=st.st_size, segments=segments)
     for p in phdrs:
         if p.type == E.PT_NOTE:
-            _parse_notes(core, _read_exact(fd, p.offset, min(p.filesz, MAX_NOTES_SIZE)))
+            if p.offset + p.filesz > st.st_size:
+                raise CoreFileError(
+                    f"{path}: truncated core: the file ends inside its notes "
+                    f"({st.st_size:,} bytes)",
+                    path=path,
+                )
+            _parse_notes(core, _read_at(fd, p.offset, min(p.filesz, MAX_NOTES_SIZE), st.st_size))
     return core
 
 
-def _read_exact(fd: int, offset: int, size: int) -> bytes:
-    return os.pread(fd, size, offset)
+def _read_at(fd: int, offset: int, size: int, file_size: int) -> bytes:
+    """Up to ``size`` bytes at ``offset``; short or empty past the end of the file.
+
+    Offsets come from the file's headers and may be anything up to 2**64:
+    clamp them, as pread() rejects offsets beyond off_t.
+    """
+    if offset >= file_size:
+        return b""
+    return os.pread(fd, min(size, file_size - offset), offset)
 
 
 def _read_phdrs(path: Path, fd: int, ehdr: E.Ehdr, file_size: int) -> list[E.Phdr]:
     phnum = ehdr.phnum
     if phnum == E.PN_XNUM:
         # More than 65534 segments: the real count is section 0's sh_info.
-        sh0 = os.pread(fd, E.SHDR64.size, ehdr.shoff)
+        sh0 = _read_at(fd, ehdr.shoff, E.SHDR64.size, file_size)
         if ehdr.shoff == 0 or len(sh0) != E.SHDR64.size:
             raise CoreFileError(f"{path}: e_phnum is PN_XNUM but section 0 is missing")
         phnum = E.SHDR64.unpack(sh0)[7]
     if ehdr.phentsize != E.PHDR64.size or phnum > MAX_SEGMENTS:
         raise CoreFileError(f"{path}: corrupt ELF header (phentsize/phnum)", path=path)
-    raw = os.pread(fd, phnum * E.PHDR64.size, ehdr.phoff)
+    raw = _read_at(fd, ehdr.phoff, phnum * E.PHDR64.size, file_size)
     if len(raw) != phnum * E.PHDR64.size:
         raise CoreFileError(
             f"{path}: truncated core: the file ends inside its program headers ({file_size} bytes)",

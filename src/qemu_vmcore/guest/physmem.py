@@ -103,21 +103,30 @@ class GuestPhysicalMemory:
         return [p for r in self._ranges for p in self._pieces[r] if not p.kind.present]
 
     def read(self, gpa: int, size: int) -> bytes:
-        """``size`` bytes of guest RAM at ``gpa``; zeros where the core has a hole.
+        """``size`` bytes of guest RAM at ``gpa``; zeros where the core has a
+        hole or the RAM was never touched.
 
-        :raises MissingMemoryError: part of the range is not guest RAM or not in the core.
+        :raises MissingMemoryError: part of the range is not guest RAM or its
+            bytes are not in the core.
         """
         out = bytearray()
         pos, end = gpa, gpa + size
-        for r in self._ranges:
-            if r.end <= pos or r.gpa >= end:
+        for p in (p for r in self._ranges for p in self._pieces[r]):
+            if p.end <= pos or p.gpa >= end:
                 continue
-            if r.gpa > pos:
+            if p.gpa > pos:
                 break
-            stop = min(end, r.end)
-            out += self._host.read(r.hva + (pos - r.gpa), stop - pos)
+            stop = min(end, p.end)
+            if p.kind is PieceKind.DATA:
+                out += os.pread(self._host.fd, stop - pos, p.file_offset + (pos - p.gpa))
+            elif p.kind is PieceKind.UNTOUCHED:
+                out += bytes(stop - pos)
+            else:
+                raise MissingMemoryError(
+                    f"guest-physical {pos:#x} is {p.kind.value} in the core", gpa=pos
+                )
             pos = stop
-        if pos < end:
+        if pos < end or len(out) != size:
             raise MissingMemoryError(f"guest-physical {pos:#x} is not guest RAM", gpa=pos)
         return bytes(out)
 
