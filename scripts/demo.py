@@ -23,7 +23,9 @@ def step(text: str) -> None:
 
 def show(argv: list[str]) -> str:
     print("$ " + " ".join(argv), flush=True)
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        argv, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ).stdout
     print(out, end="", flush=True)
     return out
 
