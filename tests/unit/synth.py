@@ -1,0 +1,347 @@
+"""Synthetic ELF64 x86_64 process cores for unit tests.
+
+Builds what the Linux kernel writes for a process core: an ELF header, a
+PT_NOTE (CORE notes NT_PRPSINFO, NT_FILE, NT_AUXV) then PT_LOADs, with the
+dumped bytes of each PT_LOAD at a page-aligned file offset. Pages of zeros are
+not written but skipped by seeking, so they are real file system holes (as
+the kernel leaves them). ``filesz < memsz`` models memory the kernel did not
+dump. More than 65534 program headers use extended numbering (PN_XNUM).
+
+Only ``struct`` and the layouts of :mod:`qemu_vmcore.elfdefs` are used, so
+the helper shares no parsing code with what it tests.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qemu_vmcore import elfdefs as E
+
+PAGE = 4096
+PF_R, PF_W, PF_X = 4, 2, 1
+PT_PHDR = 6
+AT_PHNUM = 5
+NT_GNU_PROPERTY_TYPE_0 = 5
+
+
+@dataclass
+class Load:
+    """One PT_LOAD: ``data`` is dumped at ``vaddr``; ``memsz`` may exceed it.
+
+    ``offset`` is filled in by :func:`write_core` unless given.
+    """
+
+    vaddr: int
+    data: bytes = b""
+    memsz: int | None = None
+    flags: int = PF_R | PF_W
+    offset: int | None = None
+    filesz: int | None = None  # defaults to len(data); may be larger (then truncated)
+
+    @property
+    def file_size(self) -> int:
+        return len(self.data) if self.filesz is None else self.filesz
+
+    @property
+    def mem_size(self) -> int:
+        return self.file_size if self.memsz is None else self.memsz
+
+    @property
+    def end(self) -> int:
+        return self.vaddr + self.mem_size
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One NT_FILE entry (``pgoff`` is in pages, as the kernel stores it)."""
+
+    start: int
+    end: int
+    pgoff: int
+    path: bytes | str
+
+
+@dataclass
+class Core:
+    """What :func:`write_core` wrote, with the offsets it chose."""
+
+    path: Path
+    loads: list[Load]
+    notes_offset: int
+    notes: bytes
+    phnum: int
+    size: int
+    extra_phdrs: list[E.Phdr] = field(default_factory=list)
+
+
+# -- notes ----------------------------------------------------------------------
+
+
+def prpsinfo(
+    *, pid: int = 1234, uid: int = 1000, gid: int = 1000, fname: bytes = b"prog", args: bytes = b""
+) -> bytes:
+    """The desc of an NT_PRPSINFO note (struct elf_prpsinfo, x86_64)."""
+    return E.PRPSINFO64.pack(
+        b"R", b"R", b"\0", b"\0", 0x400600, uid, gid, pid, 1, pid, pid, fname, args
+    )
+
+
+def nt_file(entries: Sequence[FileEntry], page_size: int = PAGE) -> bytes:
+    """The desc of an NT_FILE note: count, page size, the table, the names."""
+    out = bytearray(E.NT_FILE_HEADER.pack(len(entries), page_size))
+    for e in entries:
+        out += E.NT_FILE_ENTRY.pack(e.start, e.end, e.pgoff)
+    for e in entries:
+        path = e.path.encode("utf-8", "surrogateescape") if isinstance(e.path, str) else e.path
+        out += path + b"\0"
+    return bytes(out)
+
+
+def auxv(pairs: Mapping[int, int] | Iterable[tuple[int, int]]) -> bytes:
+    """The desc of an NT_AUXV note, AT_NULL-terminated."""
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    return b"".join(E.AUXV64.pack(k, v) for k, v in items) + E.AUXV64.pack(E.AT_NULL, 0)
+
+
+def core_notes(
+    *,
+    psinfo: bytes | None = None,
+    files: Sequence[FileEntry] | None = None,
+    aux: Mapping[int, int] | None = None,
+    extra: Iterable[bytes] = (),
+) -> bytes:
+    """A PT_NOTE segment's bytes, ordered like the kernel's (PRSTATUS, PRPSINFO, ..., FILE)."""
+    out = bytearray(E.note_bytes(b"CORE", E.NT_PRSTATUS, bytes(336)))
+    if psinfo is not None:
+        out += E.note_bytes(b"CORE", E.NT_PRPSINFO, psinfo)
+    if aux is not None:
+        out += E.note_bytes(b"CORE", E.NT_AUXV, auxv(aux))
+    if files is not None:
+        out += E.note_bytes(b"CORE", E.NT_FILE, nt_file(files))
+    for note in extra:
+        out += note
+    return bytes(out)
+
+
+# -- the file -------------------------------------------------------------------
+
+
+def ehdr64(
+    *,
+    phnum: int,
+    shoff: int = 0,
+    shnum: int = 0,
+    elf_type: int = E.ET_CORE,
+    machine: int = E.EM_X86_64,
+    phoff: int = E.EHDR64.size,
+    entry: int = 0,
+) -> bytes:
+    return E.EHDR64.pack(
+        E.ident(E.ELFCLASS64),
+        elf_type,
+        machine,
+        E.EV_CURRENT,
+        entry,
+        phoff,
+        shoff,
+        0,
+        E.EHDR64.size,
+        E.PHDR64.size,
+        phnum,
+        E.SHDR64.size if shnum else 0,
+        shnum,
+        0,
+    )
+
+
+def write_core(
+    path: str | os.PathLike[str],
+    loads: Sequence[Load],
+    notes: bytes = b"",
+    *,
+    machine: int = E.EM_X86_64,
+    elf_type: int = E.ET_CORE,
+    align: int = PAGE,
+    extra_phdrs: Sequence[E.Phdr] = (),
+    sparse: bool = True,
+) -> Core:
+    """Write an ELF64 core to ``path`` and return its layout.
+
+    ``loads`` are written in list order (their file offsets increase in that
+    order, ``align``-aligned); zero pages are skipped when ``sparse``. With
+    65535 or more program headers the header uses PN_XNUM and section 0.
+    """
+    path = Path(path)
+    loads = list(loads)
+    phdr_count = (1 if notes else 0) + len(extra_phdrs) + len(loads)
+    xnum = phdr_count >= E.PN_XNUM
+    phoff = E.EHDR64.size
+    shoff = phoff + phdr_count * E.PHDR64.size if xnum else 0
+    notes_offset = phoff + phdr_count * E.PHDR64.size + (E.SHDR64.size if xnum else 0)
+    offset = E.align_up(notes_offset + len(notes), align)
+    for ld in loads:
+        if ld.offset is None:
+            ld.offset = offset
+        offset = max(offset, E.align_up(ld.offset + ld.file_size, align))
+    size = max([notes_offset + len(notes)] + [ld.offset + len(ld.data) for ld in loads])
+
+    phdrs = []
+    if notes:
+        phdrs.append(E.Phdr(E.PT_NOTE, 0, notes_offset, 0, 0, len(notes), 0, 0))
+    phdrs.extend(extra_phdrs)
+    for ld in loads:
+        phdrs.append(
+            E.Phdr(E.PT_LOAD, ld.flags, ld.offset, ld.vaddr, 0, ld.file_size, ld.mem_size, PAGE)
+        )
+
+    head = bytearray(
+        ehdr64(
+            phnum=E.PN_XNUM if xnum else phdr_count,
+            shoff=shoff,
+            shnum=1 if xnum else 0,
+            elf_type=elf_type,
+            machine=machine,
+        )
+    )
+    head += b"".join(E.PHDR64.pack(*p) for p in phdrs)
+    if xnum:
+        head += E.SHDR64.pack(0, 0, 0, 0, 0, 0, 0, phdr_count, 0, 0)
+    head += notes
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, size)
+        os.pwrite(fd, bytes(head), 0)
+        for ld in loads:
+            _write_data(fd, ld.offset, ld.data, sparse=sparse)
+    finally:
+        os.close(fd)
+    return Core(path, loads, notes_offset, notes, phdr_count, size, list(extra_phdrs))
+
+
+def _write_data(fd: int, offset: int, data: bytes, *, sparse: bool) -> None:
+    """Write ``data`` at ``offset``; all-zero pages are left as holes when ``sparse``."""
+    if not sparse or len(data) <= PAGE:
+        if data and (not sparse or any(data)):
+            os.pwrite(fd, data, offset)
+        return
+    zero = bytes(PAGE)
+    # The first partial page up to a page boundary of the file, then whole pages.
+    first = min(len(data), E.align_up(offset, PAGE) - offset) if offset % PAGE else 0
+    if first:
+        os.pwrite(fd, data[:first], offset)
+    for k in range(first, len(data), PAGE):
+        chunk = data[k : k + PAGE]
+        if chunk != zero[: len(chunk)]:
+            os.pwrite(fd, chunk, offset + k)
+
+
+def pattern(size: int, seed: int = 1) -> bytes:
+    """Deterministic pseudo-random bytes (no page of them is all zeros)."""
+    return random.Random(seed).randbytes(size)
+
+
+def allocated_bytes(path: str | os.PathLike[str]) -> int:
+    """Disk space a file really uses."""
+    return os.stat(path).st_blocks * 512
+
+
+# -- an in-memory executable, for build-id lookup --------------------------------
+
+
+def fake_executable_page(build_id: bytes, *, phdr_vaddr: int = 64, with_pt_phdr: bool = True):
+    """The first page of a PIE executable as it sits in memory.
+
+    Returns ``(page, phnum)``: an ELF header, program headers at
+    ``phdr_vaddr`` (PT_PHDR, PT_LOAD, a PT_NOTE of .note.gnu.property and a
+    PT_NOTE holding the GNU build-id) and the note bytes they point at.
+    """
+    prop_at, bid_at = 0x300, 0x340
+    prop = E.note_bytes(b"GNU", NT_GNU_PROPERTY_TYPE_0, bytes(range(16)))
+    bid = E.note_bytes(b"GNU", E.NT_GNU_BUILD_ID, build_id)
+    abi = E.note_bytes(b"GNU", 1, bytes(16))  # NT_GNU_ABI_TAG, after the build-id
+    phdrs = []
+    if with_pt_phdr:
+        phdrs.append(E.Phdr(PT_PHDR, PF_R, phdr_vaddr, phdr_vaddr, phdr_vaddr, 0, 0, 8))
+    phdrs += [
+        E.Phdr(E.PT_LOAD, PF_R, 0, 0, 0, PAGE, PAGE, PAGE),
+        E.Phdr(E.PT_NOTE, PF_R, prop_at, prop_at, prop_at, len(prop), len(prop), 8),
+        E.Phdr(E.PT_NOTE, PF_R, bid_at, bid_at, bid_at, len(bid + abi), len(bid + abi), 4),
+    ]
+    if with_pt_phdr:
+        size = len(phdrs) * E.PHDR64.size
+        phdrs[0] = phdrs[0]._replace(filesz=size, memsz=size)
+    page = bytearray(PAGE)
+    page[: E.EHDR64.size] = ehdr64(phnum=len(phdrs), elf_type=E.ET_DYN, phoff=phdr_vaddr)
+    raw = b"".join(E.PHDR64.pack(*p) for p in phdrs)
+    page[phdr_vaddr : phdr_vaddr + len(raw)] = raw
+    page[prop_at : prop_at + len(prop)] = prop
+    page[bid_at : bid_at + len(bid + abi)] = bid + abi
+    return bytes(page), len(phdrs)
+
+
+# -- a real core of another program --------------------------------------------------
+
+
+def _unlimited_core() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def make_sleep_core(directory: Path) -> tuple[Path, int] | None:
+    """Kill ``sleep 100`` (run in ``directory``) with SIGABRT and return ``(core, pid)``.
+
+    Relies on core_pattern ``core`` (a file named ``core`` in the cwd). Returns
+    None when no core appeared (other core_pattern, limits, a container...).
+    """
+    sleep = shutil.which("sleep")
+    if sleep is None:
+        return None
+    proc = subprocess.Popen([sleep, "100"], cwd=directory, preexec_fn=_unlimited_core)
+    time.sleep(0.2)  # let the dynamic loader finish, so the core is of a running sleep
+    proc.send_signal(signal.SIGABRT)
+    proc.wait(timeout=30)
+    for name in ("core", f"core.{proc.pid}"):
+        core = directory / name
+        for _ in range(50):  # the kernel may still be writing it
+            if core.exists():
+                break
+            time.sleep(0.05)
+        if core.exists() and core.stat().st_size > 0:
+            return core, proc.pid
+    return None
+
+
+# -- a QEMU-like process holding guest RAM -------------------------------------------
+
+RAM_HVA = 0x7F12_0000_0000  # "pc.ram": 4 MiB, mostly never touched (holes)
+RAM_PAGES = 1024
+RAM_DATA_PAGES = (0, 1, 34, 500, 1023)
+HI_HVA = 0x7F34_0000_0000  # 16 pages mapped, the first 8 dumped
+HI_DUMPED = 8
+
+
+def ram_core(
+    path: str | os.PathLike[str], *, hi_file: str | None = None
+) -> tuple[Core, bytes, bytes]:
+    """A core with guest RAM in it; returns ``(core, ram_bytes, hi_dumped_bytes)``.
+
+    With ``hi_file`` the HI mapping is file-backed (an NT_FILE entry names it),
+    like a memory-backend-file or memfd RAMBlock.
+    """
+    ram = bytearray(RAM_PAGES * PAGE)
+    for p in RAM_DATA_PAGES:
+        ram[p * PAGE : (p + 1) * PAGE] = pattern(PAGE, seed=100 + p)
+    hi = pattern(HI_DUMPED * PAGE, seed=7)
+    loads = [Load(RAM_HVA, bytes(ram)), Load(HI_HVA, hi, memsz=2 * HI_DUMPED * PAGE)]
+    files = [FileEntry(HI_HVA, HI_HVA + 2 * HI_DUMPED * PAGE, 0, hi_file)] if hi_file else None
+    notes = core_notes(psinfo=prpsinfo(fname=b"qemu-system-x86"), files=files)
+    return write_core(path, loads, notes), bytes(ram), hi

@@ -1,0 +1,190 @@
+"""extract: the refusals and the written vmcore, on a synthetic core (no drgn, no QEMU)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import replace
+
+import pytest
+import synth
+from elftools.elf.elffile import ELFFile
+from synth import HI_DUMPED, HI_HVA, PAGE, RAM_HVA
+
+from qemu_vmcore import elfdefs as E
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
+from qemu_vmcore.extract import describe_missing, extract, minimal_notes
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
+from qemu_vmcore.hostcore import open_core
+from qemu_vmcore.qemu.memory import GuestRange
+from qemu_vmcore.source import QemuCore
+
+G4 = 1 << 32
+HI_SIZE = 2 * HI_DUMPED * PAGE
+R0 = GuestRange(0, 0xA0000, RAM_HVA, "pc.ram", "ram-below-4g", 1)
+R1 = GuestRange(0x100000, 0x400000, RAM_HVA + 0x100000, "pc.ram", "ram-below-4g", 1)
+R2 = GuestRange(G4, G4 + HI_SIZE, HI_HVA, "hi", "ram-above-4g", 2)
+R3 = GuestRange(2 * G4, 2 * G4 + PAGE, 0x10000, "gone", "gone", 3)
+
+
+def open_fake(path, ranges, *, long_mode=True):
+    host = open_core(path)
+    return QemuCore(
+        host=host,
+        dbg=None,
+        ranges=list(ranges),
+        memory=GuestPhysicalMemory(ranges, host),
+        vcpu_count=1,
+        first_vcpu_long_mode=long_mode,
+        executable=None,
+    )
+
+
+@pytest.fixture
+def made(tmp_path):
+    core, ram, hi = synth.ram_core(tmp_path / "core")
+    out = tmp_path / "out"
+    out.mkdir()
+    return core, ram, hi, out
+
+
+def loads_of(path):
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        head = (elf.elfclass, elf["e_machine"], elf["e_type"])
+        loads = [(s["p_paddr"], s["p_memsz"], s.data()) for s in elf.iter_segments("PT_LOAD")]
+        notes = [
+            (n["n_name"], n["n_descsz"])
+            for s in elf.iter_segments("PT_NOTE")
+            for n in s.iter_notes()
+        ]
+    return head, loads, notes
+
+
+def test_extract_a_complete_core(made):
+    core, ram, hi, out = made
+    done = []
+    with open_fake(core.path, [R0, R1, R2]) as qc:
+        result = extract(qc, out / "vmcore", progress=done.append)
+    assert result.output == out / "vmcore"
+    assert (result.ranges, result.ram_bytes, result.missing) == (3, R0.size + R1.size + HI_SIZE, [])
+    assert result.file_size == os.path.getsize(out / "vmcore")
+    assert result.seconds >= 0
+    assert sum(done) == result.ram_bytes
+    assert stat.S_IMODE((out / "vmcore").stat().st_mode) == 0o600
+    head, loads, notes = loads_of(out / "vmcore")
+    assert head == (64, "EM_X86_64", "ET_CORE")
+    assert loads == [
+        (0, R0.size, ram[: R0.size]),
+        (0x100000, R1.size, ram[0x100000:]),
+        (G4, HI_SIZE, hi + bytes(HI_SIZE - len(hi))),  # never-touched RAM is zeros
+    ]
+    assert notes == [("NONE", 5)]
+    assert os.listdir(out) == ["vmcore"]
+
+
+def test_minimal_notes():
+    assert list(E.iter_notes(minimal_notes())) == [E.Note(b"NONE", 0, b"EMPTY", 0)]
+
+
+@pytest.mark.parametrize(
+    ("long_mode", "ranges", "expected"),
+    [
+        (False, [R0, R1], (32, "EM_386")),
+        (None, [R0, R1], (32, "EM_386")),
+        (False, [R0, R1, R2], (64, "EM_386")),
+    ],
+)
+def test_elf_class_follows_qemu(made, long_mode, ranges, expected):
+    core, ram, _, out = made
+    with open_fake(core.path, ranges, long_mode=long_mode) as qc:
+        extract(qc, out / "vmcore")
+    head, loads, _ = loads_of(out / "vmcore")
+    assert head[:2] == expected
+    assert loads[1] == (0x100000, R1.size, ram[0x100000:])
+
+
+def test_missing_ram_is_refused_before_any_output(made):
+    core, _, _, out = made
+    ranges = [R0, replace(R2, dumpable=False), R3]
+    with open_fake(core.path, ranges) as qc:
+        with pytest.raises(MissingMemoryError) as info:
+            extract(qc, out / "vmcore")
+    msg = info.value.message
+    assert "\n" not in msg
+    assert f"{HI_DUMPED * PAGE + PAGE:,} bytes of guest RAM are not in the core" in msg
+    assert f"{G4 + HI_DUMPED * PAGE:#x}-{G4 + HI_SIZE:#x} (not dumped)" in msg
+    assert f"{2 * G4:#x}-{2 * G4 + PAGE:#x} (unmapped)" in msg
+    assert "dump-guest-core=off" in msg and "outside every mapping" in msg
+    assert "--allow-missing" in info.value.hint
+    assert os.listdir(out) == []
+
+
+def test_allow_missing_writes_zeros(made):
+    core, ram, hi, out = made
+    ranges = [R0, replace(R2, dumpable=False), R3]
+    with open_fake(core.path, ranges) as qc:
+        result = extract(qc, out / "vmcore", allow_missing=True)
+    assert [(p.gpa, p.kind) for p in result.missing] == [
+        (G4 + HI_DUMPED * PAGE, PieceKind.NOT_DUMPED),
+        (2 * G4, PieceKind.UNMAPPED),
+    ]
+    _, loads, _ = loads_of(out / "vmcore")
+    assert loads == [
+        (0, R0.size, ram[: R0.size]),
+        (G4, HI_SIZE, hi + bytes(HI_SIZE - len(hi))),
+        (2 * G4, PAGE, bytes(PAGE)),
+    ]
+
+
+def test_truncated_core_is_refused_even_if_guest_ram_is_whole(made):
+    core, _, _, out = made
+    hi_load = core.loads[1]
+    os.truncate(core.path, hi_load.offset + PAGE)  # into the HI segment
+    with open_fake(core.path, [R0, R1]) as qc:  # ...which R0 and R1 do not use
+        assert qc.memory.missing() == []
+        with pytest.raises(CoreFileError, match="truncated core") as info:
+            extract(qc, out / "vmcore")
+    msg = info.value.message
+    assert f"({hi_load.offset + PAGE:,} of {core.size:,} bytes)" in msg
+    assert "all guest RAM is still present" in msg
+    assert os.listdir(out) == []
+
+
+def test_truncated_core_names_what_is_lost(made):
+    core, _, hi, out = made
+    hi_load = core.loads[1]
+    os.truncate(core.path, hi_load.offset + PAGE)
+    with open_fake(core.path, [R0, R2]) as qc:
+        with pytest.raises(CoreFileError) as info:
+            extract(qc, out / "vmcore")
+        assert f"{G4 + PAGE:#x}-{G4 + HI_DUMPED * PAGE:#x} (truncated)" in info.value.message
+        assert os.listdir(out) == []
+        result = extract(qc, out / "vmcore", allow_missing=True)
+    assert [(p.gpa, p.size, p.kind) for p in result.missing] == [
+        (G4 + PAGE, (HI_DUMPED - 1) * PAGE, PieceKind.TRUNCATED)
+    ]
+    _, loads, _ = loads_of(out / "vmcore")
+    assert loads[1] == (G4, HI_SIZE, hi[:PAGE] + bytes(HI_SIZE - PAGE))
+
+
+def test_existing_output_is_refused_first(made):
+    core, _, _, out = made
+    (out / "vmcore").write_bytes(b"keep")
+    with open_fake(core.path, [R0, R3]) as qc:  # R3 missing: the output check comes first
+        with pytest.raises(OutputError, match="already exists"):
+            extract(qc, out / "vmcore")
+    assert (out / "vmcore").read_bytes() == b"keep"
+
+
+def test_describe_missing_shortens_long_lists():
+    pieces = [Piece(k * G4, PAGE, PieceKind.NOT_DUMPED, None) for k in range(6)]
+    pieces.append(Piece(9 * G4, 1 << 20, PieceKind.TRUNCATED, None))
+    text = describe_missing(pieces)
+    assert text.startswith(f"{6 * PAGE + (1 << 20):,} bytes of guest RAM are not in the core: ")
+    assert f"{3 * G4:#x}-{3 * G4 + PAGE:#x} (not dumped)" in text
+    assert f"{4 * G4:#x}" not in text
+    assert "and 3 more" in text
+    # Each cause once, in order of first appearance.
+    assert text.count("dump-guest-core=off") == 1
+    assert text.index("dump-guest-core=off") < text.index("the core file is truncated")
