@@ -25,15 +25,31 @@ class Load:
     offset: int
 
 
-def ram_loads(path: Path) -> list[Load]:
-    """PT_LOADs of a vmcore, sorted by guest-physical address."""
+def all_loads(path: Path) -> list[Load]:
+    """Every PT_LOAD of a vmcore, in file order."""
     with open(path, "rb") as f:
         elf = ELFFile(f)
-        loads = [
+        return [
             Load(s["p_paddr"], s["p_vaddr"], s["p_memsz"], s["p_filesz"], s["p_offset"])
             for s in elf.iter_segments(type="PT_LOAD")
         ]
-    return sorted(loads, key=lambda x: x.paddr)
+
+
+def ram_loads(path: Path) -> list[Load]:
+    """The PT_LOADs that hold guest RAM, sorted by guest-physical address.
+
+    Left out: extra loads that only give RAM already covered by a physical
+    load (p_vaddr == p_paddr) a virtual address, like the kernel-text load.
+    """
+    loads = all_loads(path)
+    physical = [x for x in loads if x.vaddr == x.paddr]
+    extra = [
+        x
+        for x in loads
+        if x.vaddr != x.paddr
+        and not any(p.paddr <= x.paddr and x.paddr + x.memsz <= p.paddr + p.memsz for p in physical)
+    ]
+    return sorted(physical + extra, key=lambda x: x.paddr)
 
 
 @dataclass

@@ -132,3 +132,18 @@ def iter_notes(buf: bytes, *, limit: int = 1 << 16):
         name = bytes(buf[name_at : name_at + namesz]).rstrip(b"\0")
         yield Note(name, ntype, bytes(buf[desc_at : desc_at + descsz]), pos)
         pos = end
+
+
+# -- x86 vCPU notes, laid out as QEMU's target/i386/arch_dump.c lays them out --
+
+#: x86_64_elf_prstatus: pad1[32], pid, pad2[76], 27 user_regs (r15 ... gs), pad3[8].
+X86_64_PRSTATUS = struct.Struct("<32xI76x27Q8x")
+#: x86_elf_prstatus: pad1[24], pid, pad2[44], x86_user_regs_struct, pad3[4].
+#: regs: ebx ecx edx esi edi ebp eax; ds __ds es __es fs __fs gs __gs;
+#: orig_eax eip; cs __cs; eflags esp; ss __ss.
+I386_PRSTATUS = struct.Struct("<24xI44x7I8HII2HII2H4x")
+#: QEMUCPUSegment: selector, limit, flags, pad, base.
+QEMU_CPU_SEGMENT = struct.Struct("<IIIIQ")
+#: QEMUCPUState: version, size, rax..r15, rip, rflags, 10 segments, cr[5], kernel_gs_base.
+QEMU_CPU_STATE = struct.Struct("<II18Q" + "IIIIQ" * 10 + "5QQ")
+QEMUCPUSTATE_VERSION = 1

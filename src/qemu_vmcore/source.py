@@ -13,9 +13,10 @@ from pathlib import Path
 
 from qemu_vmcore.debugger import Debugger
 from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
+from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.hostcore import HostCore, open_core
-from qemu_vmcore.qemu import memory, state, x86
+from qemu_vmcore.qemu import devices, memory, state, x86
 from qemu_vmcore.qemu.memory import GuestRange
 
 
@@ -27,10 +28,10 @@ class QemuCore:
     dbg: Debugger
     ranges: list[GuestRange]
     memory: GuestPhysicalMemory
-    vcpu_count: int
-    first_vcpu_long_mode: bool | None
+    vcpus: list[x86.X86State]
     executable: Path | None
     notices: list[str] = field(default_factory=list)
+    _vmcoreinfo: vmcoreinfo.Search | None = field(default=None, repr=False)
 
     # Facts only ``info`` shows are computed on first use, keeping them (and
     # pyelftools) out of extract's start-up.
@@ -41,6 +42,13 @@ class QemuCore:
         from qemu_vmcore.elffile import read_qemu_version
 
         return read_qemu_version(self.executable) if self.executable else None
+
+    def vmcoreinfo(self) -> vmcoreinfo.Search:
+        """Find the guest kernel's VMCOREINFO (device first, then a RAM scan); cached."""
+        if self._vmcoreinfo is None:
+            state, device = devices.vmcoreinfo_device(self.dbg)
+            self._vmcoreinfo = vmcoreinfo.find(self.memory, self.host.fd, device, state)
+        return self._vmcoreinfo
 
     @cached_property
     def machine(self) -> str:
@@ -57,9 +65,13 @@ class QemuCore:
         """Bytes of guest RAM in the map (what a dump holds)."""
         return sum(r.size for r in self.ranges)
 
+    @property
+    def vcpu_count(self) -> int:
+        return len(self.vcpus)
+
     def elf_arch(self) -> tuple[int, int]:
         """(ELF class, e_machine) as QEMU's own dump would pick them."""
-        return x86.dump_arch(self.first_vcpu_long_mode, self.ranges)
+        return x86.dump_arch(self.vcpus[0].long_mode if self.vcpus else None, self.ranges)
 
     def close(self) -> None:
         self.host.close()
@@ -134,7 +146,6 @@ def _open(host: HostCore, *, qemu: Path | None, debug_file: Path | None, backend
         dbg=dbg,
         ranges=ranges,
         memory=GuestPhysicalMemory(ranges, host),
-        vcpu_count=len(cpus),
-        first_vcpu_long_mode=x86.long_mode(dbg, cpus[0]) if cpus else None,
+        vcpus=[x86.read_state(dbg, cpu) for cpu in cpus],
         executable=dbg.executable,
     )

@@ -15,8 +15,10 @@ from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
 from qemu_vmcore.extract import describe_missing, extract, minimal_notes
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
+from qemu_vmcore.guest.vmcoreinfo import Search
 from qemu_vmcore.hostcore import open_core
 from qemu_vmcore.qemu.memory import GuestRange
+from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.source import QemuCore
 
 G4 = 1 << 32
@@ -27,6 +29,15 @@ R2 = GuestRange(G4, G4 + HI_SIZE, HI_HVA, "hi", "ram-above-4g", 2)
 R3 = GuestRange(2 * G4, 2 * G4 + PAGE, 0x10000, "gone", "gone", 3)
 
 
+def fake_vcpu(long_mode: bool) -> X86State:
+    seg = Segment(0, 0, 0, 0)
+    return X86State(
+        index=0, regs=tuple(range(16)), rip=0x1000, rflags=2, segs=(seg,) * 6,
+        ldt=seg, tr=seg, gdt=seg, idt=seg, cr=(1, 0, 0, 0, 0), kernel_gs_base=0,
+        hflags=HF_LMA_MASK if long_mode else 0,
+    )  # fmt: skip
+
+
 def open_fake(path, ranges, *, long_mode=True):
     host = open_core(path)
     return QemuCore(
@@ -34,9 +45,9 @@ def open_fake(path, ranges, *, long_mode=True):
         dbg=None,
         ranges=list(ranges),
         memory=GuestPhysicalMemory(ranges, host),
-        vcpu_count=1,
-        first_vcpu_long_mode=long_mode,
+        vcpus=[fake_vcpu(long_mode)],
         executable=None,
+        _vmcoreinfo=Search(None, "no vmcoreinfo device"),  # no debugger to ask
     )
 
 
@@ -79,7 +90,7 @@ def test_extract_a_complete_core(made):
         (0x100000, R1.size, ram[0x100000:]),
         (G4, HI_SIZE, hi + bytes(HI_SIZE - len(hi))),  # never-touched RAM is zeros
     ]
-    assert notes == [("NONE", 5)]
+    assert notes == [("CORE", 336), ("QEMU", 440)]  # one long-mode vCPU, no VMCOREINFO
     assert os.listdir(out) == ["vmcore"]
 
 

@@ -58,6 +58,14 @@ class Debugger(Protocol):
         """The global variable ``name``."""
         ...
 
+    def static_local(self, function: str, name: str, type_name: str) -> Value | None:
+        """The function-local ``static`` variable ``function::name``, or None.
+
+        ``type_name`` is its type (e.g. ``"VMCoreInfoState *"``), for
+        backends that find the variable by symbol rather than by scope.
+        """
+        ...
+
     def object_at(self, type_name: str, address: int) -> Value:
         """An object of type ``type_name`` (e.g. ``"MachineClass"``) at ``address``."""
         ...

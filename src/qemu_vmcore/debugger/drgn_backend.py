@@ -150,6 +150,17 @@ class DrgnDebugger:
         except LookupError:
             raise QemuStateError(f"QEMU's debug info has no variable {name!r}") from None
 
+    def static_local(self, function: str, name: str, type_name: str) -> DrgnValue | None:
+        # drgn indexes no function-scope statics; GCC emits them as local ELF
+        # symbols named "name.N", which drgn's symbol table has.
+        prefix = name + "."
+        for sym in self.prog.symbols():
+            if sym.name == name or (
+                sym.name.startswith(prefix) and sym.name[len(prefix) :].isdigit()
+            ):
+                return self.object_at(type_name, sym.address)
+        return None
+
     def object_at(self, type_name: str, address: int) -> DrgnValue:
         try:
             t = self.prog.type(type_name)

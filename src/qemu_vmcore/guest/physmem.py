@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import MissingMemoryError, OutputError
@@ -101,6 +101,18 @@ class GuestPhysicalMemory:
     def missing(self) -> list[Piece]:
         """Every piece of guest RAM whose bytes the core does not hold."""
         return [p for r in self._ranges for p in self._pieces[r] if not p.kind.present]
+
+    def data_spans(self) -> Iterator[tuple[int, int, int]]:
+        """``(gpa, file_offset, size)`` of every run of guest RAM the core holds as data.
+
+        Holes and missing pieces are left out: scanning these spans visits
+        every non-zero byte of guest RAM in the core.
+        """
+        for r in self._ranges:
+            for p in self._pieces[r]:
+                if p.kind is PieceKind.DATA:
+                    for off, size in data_runs(self._host.fd, p.file_offset, p.size):
+                        yield p.gpa + (off - p.file_offset), off, size
 
     def read(self, gpa: int, size: int) -> bytes:
         """``size`` bytes of guest RAM at ``gpa``; zeros where the core has a

@@ -53,3 +53,9 @@ def pick_variable(dbg: Debugger, alternatives: tuple[Alternative, ...]) -> str:
         f"the program has no variable {names}: not a QEMU system emulator, "
         "or a QEMU release this tool does not know"
     )
+
+
+#: The vmcoreinfo device: hw/misc/vmcoreinfo.c keeps a function-local static
+#: pointer ``vmcoreinfo_realize::vmcoreinfo_state`` (volatile, so that it
+#: survives optimisation) precisely for debuggers; since QEMU 2.11.
+VMCOREINFO_STATE = ("vmcoreinfo_realize", "vmcoreinfo_state", "VMCoreInfoState *")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.qemu.memory import GuestRange
@@ -35,3 +37,82 @@ def dump_arch(first_long_mode: bool | None, ranges: list[GuestRange]) -> tuple[i
         return E.ELFCLASS64, E.EM_X86_64
     too_high = any(r.end > U32_MAX for r in ranges)
     return (E.ELFCLASS64 if too_high else E.ELFCLASS32), E.EM_386
+
+
+# Register numbers in CPUX86State.regs (target/i386/cpu.h R_EAX ...).
+R_EAX, R_ECX, R_EDX, R_EBX, R_ESP, R_EBP, R_ESI, R_EDI = range(8)
+# Segment numbers in CPUX86State.segs.
+R_ES, R_CS, R_SS, R_DS, R_FS, R_GS = range(6)
+CR0_PE = 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A SegmentCache: selector, base, limit and flags as QEMU holds them."""
+
+    selector: int
+    base: int
+    limit: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class X86State:
+    """One vCPU's CPUX86State, as much of it as QEMU's dump writes.
+
+    :param index: QEMU's ``cpu_index`` (0-based; notes use index + 1).
+    :param regs: the 16 general registers in QEMU's order (R_EAX, R_ECX, ...).
+    """
+
+    index: int
+    regs: tuple[int, ...]
+    rip: int
+    rflags: int
+    segs: tuple[Segment, ...]  # R_ES, R_CS, R_SS, R_DS, R_FS, R_GS
+    ldt: Segment
+    tr: Segment
+    gdt: Segment
+    idt: Segment
+    cr: tuple[int, ...]  # cr0..cr4
+    kernel_gs_base: int
+    hflags: int
+
+    @property
+    def long_mode(self) -> bool:
+        return bool(self.hflags & HF_LMA_MASK)
+
+    @property
+    def mode(self) -> str:
+        """``long``, ``protected`` or ``real``."""
+        if self.long_mode:
+            return "long"
+        return "protected" if self.cr[0] & CR0_PE else "real"
+
+
+def _segment(v: Value) -> Segment:
+    return Segment(
+        int(v.member("selector")),
+        int(v.member("base")),
+        int(v.member("limit")),
+        int(v.member("flags")),
+    )
+
+
+def read_state(dbg: Debugger, cpu: Value) -> X86State:
+    """Read one vCPU's architectural state from its CPUState pointer."""
+    e = env(dbg, cpu)
+    regs, segs, cr = e.member("regs"), e.member("segs"), e.member("cr")
+    return X86State(
+        index=int(cpu.member("cpu_index")),
+        regs=tuple(int(regs.index(i)) for i in range(16)),
+        rip=int(e.member("eip")),
+        rflags=int(e.member("eflags")),
+        segs=tuple(_segment(segs.index(i)) for i in range(6)),
+        ldt=_segment(e.member("ldt")),
+        tr=_segment(e.member("tr")),
+        gdt=_segment(e.member("gdt")),
+        idt=_segment(e.member("idt")),
+        cr=tuple(int(cr.index(i)) for i in range(5)),
+        kernel_gs_base=int(e.member("kernelgsbase")),
+        hflags=int(e.member("hflags")),
+    )

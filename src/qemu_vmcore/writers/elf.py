@@ -59,6 +59,20 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class VirtualLoad:
+    """An extra PT_LOAD giving guest RAM a virtual address, as kexec's
+    /proc/vmcore gives the kernel text one.
+
+    Its file bytes are those already written for ``[gpa, gpa + size)``; the
+    range must lie inside one guest range.
+    """
+
+    vaddr: int
+    gpa: int
+    size: int
+
+
+@dataclass(frozen=True)
 class ElfImage:
     """Everything but the guest RAM, plus where that RAM goes.
 
@@ -78,9 +92,11 @@ def build_image(
     *,
     elf: ElfClass = ELF64,
     machine: int = E.EM_X86_64,
+    virtual_loads: Sequence[VirtualLoad] = (),
 ) -> ElfImage:
-    """Lay out an ELF vmcore holding ``ranges`` and the ``notes`` blob."""
-    phnum = 1 + len(ranges)
+    """Lay out an ELF vmcore holding ``ranges``, the ``notes`` blob and
+    ``virtual_loads`` (placed after the RAM PT_LOADs)."""
+    phnum = 1 + len(ranges) + len(virtual_loads)
     xnum = phnum >= E.PN_XNUM
     phoff = elf.ehdr.size
     shoff = phoff + phnum * elf.phdr.size if xnum else 0
@@ -93,6 +109,11 @@ def build_image(
         placements.append(Placement(r, offset))
         phdrs.append(E.Phdr(E.PT_LOAD, 0, offset, r.gpa, r.gpa, r.size, r.size, 0))
         offset += r.size
+    for v in virtual_loads:
+        place = next(p for p in placements if p.range.gpa <= v.gpa < p.range.end)
+        size = min(v.size, place.range.end - v.gpa)
+        at = place.file_offset + (v.gpa - place.range.gpa)
+        phdrs.append(E.Phdr(E.PT_LOAD, 0, at, v.vaddr, v.gpa, size, size, 0))
 
     ehdr = elf.ehdr.pack(
         E.ident(elf.elfclass),

@@ -1,0 +1,260 @@
+"""The guest kernel's VMCOREINFO: finding it, validating it, reading it.
+
+Everything here comes from guest memory, which the guest controls (user
+space included), so every size is capped and every candidate is checked
+against the kernel memory it describes before it is believed.
+
+Where it comes from, in order of preference:
+
+1. QEMU's vmcoreinfo device, when the guest's fw_cfg driver filled it in
+   (QEMU's own dump uses that, and only that);
+2. a scan of guest RAM for the kernel's own ELF note: name ``VMCOREINFO``,
+   text starting ``OSRELEASE=``.
+
+A candidate is *verified* when ``init_uts_ns.name.release``, read through the
+candidate's own SYMBOL(init_uts_ns), OFFSET(uts_namespace.name) and
+NUMBER(phys_base), equals its OSRELEASE. A user process can plant a note,
+but cannot make the kernel's init_uts_ns agree with it.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from qemu_vmcore import elfdefs as E
+from qemu_vmcore.errors import MissingMemoryError
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory
+
+#: QEMU's MAX_GUEST_NOTE_SIZE, and our cap on any VMCOREINFO we read.
+MAX_NOTE_SIZE = 1 << 20
+#: VMCOREINFO has about 150 lines; a few thousand is already absurd.
+MAX_LINES = 4096
+#: A RAM scan keeps at most this many candidates (planted fakes can be many).
+MAX_CANDIDATES = 256
+NAME = b"VMCOREINFO"
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+UTS_FIELD_LEN = 65  # __NEW_UTS_LEN + 1
+UTS_RELEASE_INDEX = 2  # sysname, nodename, release, ...
+FW_CFG_VMCOREINFO_FORMAT_ELF = 1
+
+
+class VmcoreInfoError(ValueError):
+    """A candidate note is malformed (internal; never escapes this module)."""
+
+
+@dataclass(frozen=True)
+class VmcoreInfo:
+    """A parsed VMCOREINFO note.
+
+    :param note: the whole ELF note (header, name, desc, padding) as it is
+        written into a vmcore.
+    :param gpa: where the note was found in guest-physical memory.
+    :param source: ``vmcoreinfo device`` or ``guest RAM scan``.
+    :param verified: init_uts_ns in guest RAM agrees with OSRELEASE.
+    """
+
+    note: bytes
+    gpa: int
+    source: str
+    verified: bool = False
+    fields: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def osrelease(self) -> str | None:
+        return self.fields.get("OSRELEASE")
+
+    def symbol(self, name: str) -> int | None:
+        """``SYMBOL(name)``: a kernel virtual address (hex in the text)."""
+        return _int(self.fields.get(f"SYMBOL({name})"), 16)
+
+    def offset(self, name: str) -> int | None:
+        """``OFFSET(struct.member)`` in bytes (decimal in the text)."""
+        return _int(self.fields.get(f"OFFSET({name})"), 10)
+
+    def size(self, name: str) -> int | None:
+        """``SIZE(struct)`` in bytes (decimal in the text)."""
+        return _int(self.fields.get(f"SIZE({name})"), 10)
+
+    def number(self, name: str) -> int | None:
+        """``NUMBER(name)`` (decimal: the kernel prints it with %ld)."""
+        return _int(self.fields.get(f"NUMBER({name})"), 10)
+
+    @property
+    def phys_base(self) -> int:
+        """Physical address the kernel image's link address 0 maps to (0 if absent)."""
+        return self.number("phys_base") or 0
+
+    @property
+    def kerneloffset(self) -> int:
+        """KASLR offset of the kernel image (``KERNELOFFSET=``, hex)."""
+        return _int(self.fields.get("KERNELOFFSET"), 16) or 0
+
+    def kernel_image_pa(self, vaddr: int) -> int:
+        """Physical address of a kernel-image virtual address (``__pa_symbol``)."""
+        return vaddr - START_KERNEL_MAP + self.phys_base
+
+
+def _int(text: str | None, base: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text, base)
+    except ValueError:
+        return None
+
+
+def parse_note(buf: bytes) -> tuple[bytes, bytes]:
+    """Split one ELF note at the start of ``buf`` into (whole note, desc).
+
+    :raises VmcoreInfoError: not a VMCOREINFO note, or sizes out of bounds.
+    """
+    if len(buf) < E.NHDR.size:
+        raise VmcoreInfoError("shorter than a note header")
+    namesz, descsz, ntype = E.NHDR.unpack_from(buf)
+    if namesz != len(NAME) + 1 or ntype != 0:
+        raise VmcoreInfoError(f"not a VMCOREINFO note (namesz {namesz}, type {ntype})")
+    if descsz > MAX_NOTE_SIZE:
+        raise VmcoreInfoError(f"desc of {descsz} bytes is over the {MAX_NOTE_SIZE} cap")
+    name_at = E.NHDR.size
+    desc_at = name_at + E.align_up(namesz, 4)
+    total = desc_at + E.align_up(descsz, 4)
+    if buf[name_at : name_at + namesz] != NAME + b"\0":
+        raise VmcoreInfoError("note name is not VMCOREINFO")
+    if len(buf) < total:
+        raise VmcoreInfoError("note runs past the bytes available")
+    return bytes(buf[:total]), bytes(buf[desc_at : desc_at + descsz])
+
+
+def parse_text(desc: bytes) -> dict[str, str]:
+    """``KEY=value`` lines of a VMCOREINFO desc.
+
+    :raises VmcoreInfoError: not printable ASCII text, too many lines, or no
+        OSRELEASE first.
+    """
+    text = desc.split(b"\0", 1)[0]
+    if not text.startswith(b"OSRELEASE="):
+        raise VmcoreInfoError("text does not start with OSRELEASE=")
+    if any(b < 0x20 and b not in (0x0A, 0x09) or b > 0x7E for b in text):
+        raise VmcoreInfoError("text has non-printable bytes")
+    lines = text.split(b"\n")
+    if len(lines) > MAX_LINES:
+        raise VmcoreInfoError(f"more than {MAX_LINES} lines")
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.decode("ascii").partition("=")
+        if sep:
+            fields.setdefault(key, value)
+    if not fields.get("OSRELEASE"):
+        raise VmcoreInfoError("empty OSRELEASE")
+    return fields
+
+
+def candidate_at(mem: GuestPhysicalMemory, gpa: int, source: str, limit: int) -> VmcoreInfo:
+    """Read and parse the note at ``gpa`` (at most ``limit`` bytes), then verify it.
+
+    :raises VmcoreInfoError: the bytes there are not a well-formed VMCOREINFO.
+    """
+    try:
+        head = mem.read(gpa, E.NHDR.size)
+        _, descsz, _ = E.NHDR.unpack(head)
+        total = E.NHDR.size + E.align_up(len(NAME) + 1, 4) + E.align_up(descsz, 4)
+        if descsz > MAX_NOTE_SIZE or total > limit:
+            raise VmcoreInfoError(f"note of {total} bytes is over its {limit} byte bound")
+        note, desc = parse_note(mem.read(gpa, total))
+    except MissingMemoryError as e:
+        raise VmcoreInfoError(str(e)) from None
+    fields = parse_text(desc)
+    info = VmcoreInfo(note=note, gpa=gpa, source=source, fields=fields)
+    return VmcoreInfo(note, gpa, source, verified=verify(mem, info), fields=fields)
+
+
+def verify(mem: GuestPhysicalMemory, info: VmcoreInfo) -> bool:
+    """Whether the kernel's ``init_uts_ns.name.release`` equals the note's OSRELEASE."""
+    uts, name_off = info.symbol("init_uts_ns"), info.offset("uts_namespace.name")
+    if uts is None or name_off is None or uts < START_KERNEL_MAP:
+        return False
+    pa = info.kernel_image_pa(uts) + name_off + UTS_RELEASE_INDEX * UTS_FIELD_LEN
+    try:
+        release = mem.read(pa, UTS_FIELD_LEN).split(b"\0", 1)[0]
+    except MissingMemoryError:
+        return False
+    return release.decode("ascii", "replace") == info.osrelease
+
+
+def scan_candidates(mem: GuestPhysicalMemory, host_fd: int) -> Iterator[int]:
+    """Guest-physical addresses of every ``VMCOREINFO`` note header in guest RAM.
+
+    Looks only at the data the core holds (holes are zeros), through one
+    read-only mapping of the core file, so the scan costs no copying.
+    """
+    header = E.NHDR.pack(len(NAME) + 1, 0, 0)[:4]  # namesz; descsz varies
+    needle = NAME + b"\0\0"  # name, padded to 12 bytes
+    with mmap.mmap(host_fd, 0, access=mmap.ACCESS_READ) as m:
+        for gpa, file_offset, size in mem.data_spans():
+            pos, end = file_offset, file_offset + size
+            while True:
+                hit = m.find(needle, pos, end)
+                if hit < 0:
+                    break
+                start = hit - E.NHDR.size
+                if start >= file_offset and m[start : start + 4] == header:
+                    yield gpa + (start - file_offset)
+                pos = hit + 1
+
+
+@dataclass
+class Search:
+    """The outcome of :func:`find`: the pick and why."""
+
+    chosen: VmcoreInfo | None
+    device_state: str  # what the vmcoreinfo device said
+    candidates: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def find(
+    mem: GuestPhysicalMemory,
+    host_fd: int,
+    device: tuple[int, int, int] | None,
+    device_state: str,
+) -> Search:
+    """Find the guest's VMCOREINFO.
+
+    :param device: ``(paddr, size, format)`` from QEMU's vmcoreinfo device,
+        or None when it has none.
+    """
+    search = Search(None, device_state)
+    if device is not None:
+        paddr, size, fmt = device
+        try:
+            if fmt != FW_CFG_VMCOREINFO_FORMAT_ELF:
+                raise VmcoreInfoError(f"guest format {fmt} is not ELF")
+            info = candidate_at(mem, paddr, "vmcoreinfo device", min(size, MAX_NOTE_SIZE))
+            if info.verified:
+                search.chosen = info
+                return search
+            search.rejected.append(f"device note at {paddr:#x}: init_uts_ns disagrees")
+        except VmcoreInfoError as e:
+            search.rejected.append(f"device note at {paddr:#x}: {e}")
+    unverified: VmcoreInfo | None = None
+    for gpa in scan_candidates(mem, host_fd):
+        search.candidates += 1
+        if search.candidates > MAX_CANDIDATES:
+            search.rejected.append(f"more than {MAX_CANDIDATES} candidates; stopped scanning")
+            break
+        try:
+            info = candidate_at(mem, gpa, "guest RAM scan", MAX_NOTE_SIZE)
+        except VmcoreInfoError as e:
+            search.rejected.append(f"{gpa:#x}: {e}")
+            continue
+        if info.verified:
+            search.chosen = info
+            return search
+        unverified = unverified or info
+        search.rejected.append(f"{gpa:#x}: init_uts_ns disagrees with OSRELEASE")
+    # No candidate proves itself (e.g. a kernel without SYMBOL(init_uts_ns)):
+    # an unverified note is still better than none, and is reported as such.
+    search.chosen = unverified
+    return search
