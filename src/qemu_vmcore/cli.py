@@ -58,6 +58,12 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="a separate file holding QEMU's debug info (e.g. from a -dbgsym package)",
     )
     p.add_argument("--backend", choices=["drgn"], default="drgn", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--no-vmcoreinfo",
+        action="store_true",
+        help="do not look for the guest kernel's VMCOREINFO (neither in QEMU's vmcoreinfo "
+        "device nor by scanning guest RAM)",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -162,7 +168,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from qemu_vmcore import report
 
     with _open(args) as qc:
-        data = report.info_dict(qc)
+        data = report.info_dict(qc, vmcoreinfo=not args.no_vmcoreinfo)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -178,12 +184,19 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     check_target(args.output, force=args.force)  # refuse before the slow part
     show = not args.quiet and sys.stderr.isatty()
     with _open(args) as qc:
+        if qc.accelerator != "tcg":
+            print(
+                f"warning: QEMU ran with {qc.accelerator}: the vCPU registers are the last "
+                "state QEMU synced from the accelerator and may be stale",
+                file=sys.stderr,
+            )
         with report.progress_bar(qc.ram_total, enabled=show) as advance:
             result = extract(
                 qc,
                 args.output,
                 force=args.force,
                 allow_missing=args.allow_missing,
+                vmcoreinfo=not args.no_vmcoreinfo,
                 progress=advance,
             )
     for piece in result.missing:

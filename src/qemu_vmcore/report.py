@@ -10,8 +10,9 @@ from qemu_vmcore.extract import ExtractResult
 from qemu_vmcore.source import QemuCore
 
 
-def info_dict(qc: QemuCore) -> dict:
+def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
     """Everything ``info`` shows, as plain JSON-able data (addresses as ints)."""
+    stale = qc.accelerator != "tcg"
     return {
         "core": os.fspath(qc.host.path),
         "qemu": {
@@ -22,6 +23,18 @@ def info_dict(qc: QemuCore) -> dict:
         "machine": qc.machine,
         "accelerator": qc.accelerator,
         "vcpus": qc.vcpu_count,
+        "vcpu_states": [
+            {
+                "index": c.index,
+                "mode": c.mode,
+                "rip": c.rip,
+                "cr3": c.cr[3],
+                # Only TCG keeps env current; KVM's is the last state QEMU synced.
+                "stale": stale,
+            }
+            for c in qc.vcpus
+        ],
+        "vmcoreinfo": _vmcoreinfo_dict(qc) if vmcoreinfo else None,
         "ram_bytes": qc.ram_total,
         "ranges": [
             {
@@ -39,6 +52,20 @@ def info_dict(qc: QemuCore) -> dict:
             {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
             for p in qc.memory.missing()
         ],
+    }
+
+
+def _vmcoreinfo_dict(qc: QemuCore) -> dict:
+    search = qc.vmcoreinfo()
+    info = search.chosen
+    return {
+        "device": search.device_state,
+        "source": info.source if info else None,
+        "gpa": info.gpa if info else None,
+        "verified": info.verified if info else False,
+        "osrelease": info.osrelease if info else None,
+        "candidates_scanned": search.candidates,
+        "rejected": search.rejected[:16],
     }
 
 
@@ -71,6 +98,21 @@ def print_info(data: dict) -> None:
     console.print(f"QEMU         {q['version'] or 'unknown'}  ({q['executable']}, pid {q['pid']})")
     console.print(f"machine      {data['machine']}, accelerator {data['accelerator']}")
     console.print(f"vCPUs        {data['vcpus']}")
+    for c in data["vcpu_states"]:
+        stale = "  (may be stale: not TCG)" if c["stale"] else ""
+        console.print(
+            f"  vCPU {c['index']}     {c['mode']:9} rip {c['rip']:#018x}  cr3 {c['cr3']:#x}{stale}"
+        )
+    v = data["vmcoreinfo"]
+    if v is not None:
+        if v["source"]:
+            check = "verified" if v["verified"] else "NOT verified against init_uts_ns"
+            console.print(
+                f"kernel       {v['osrelease']}  (VMCOREINFO from {v['source']} at "
+                f"{v['gpa']:#x}, {check})"
+            )
+        else:
+            console.print(f"kernel       unknown: no VMCOREINFO found ({v['device']})")
     console.print(f"guest RAM    {_mib(data['ram_bytes'])} in {len(data['ranges'])} ranges")
     table = Table(box=None, pad_edge=False)
     for col in ("guest start", "guest end", "size", "host address", "RAMBlock", "in core"):

@@ -125,17 +125,19 @@ def open_qemu_core(
 
 
 def _open(host: HostCore, *, qemu: Path | None, debug_file: Path | None, backend: str) -> QemuCore:
-    if backend != "drgn":
+    if backend not in ("drgn", "gdb"):
         raise VmcoreError(f"unknown backend {backend!r}")
-    from qemu_vmcore.debugger.drgn_backend import open_drgn
-
     explicit = qemu is not None or debug_file is not None
     if not explicit and not _looks_like_qemu(host):
         raise NotQemuError(
             f"{host.path}: a core of {_program_name(host)}, not of QEMU",
             hint="if this is a renamed QEMU, name its executable with --qemu",
         )
-    dbg = open_drgn(host, qemu=qemu, debug_file=debug_file)
+    if backend == "gdb":  # inside gdb, on the program and core gdb has open
+        from qemu_vmcore.debugger.gdb_backend import open_gdb as open_debugger
+    else:
+        from qemu_vmcore.debugger.drgn_backend import open_drgn as open_debugger
+    dbg = open_debugger(host, qemu=qemu, debug_file=debug_file)
     if not dbg.has_variable("address_space_memory"):
         raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
     ranges = memory.guest_ram(dbg)

@@ -74,7 +74,6 @@ def _describe(op: str, args: tuple[object, ...]) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=1024)
 def _has_field(t: gdb.Type, name: str) -> bool:
     """Whether struct/union ``t`` has member ``name``, also inside anonymous members."""
     t = t.strip_typedefs()
@@ -82,12 +81,20 @@ def _has_field(t: gdb.Type, name: str) -> bool:
         t = t.target().strip_typedefs()
     if t.code not in _STRUCTS:
         return False
-    for f in t.fields():
-        if f.name == name:
-            return True
-        if not f.name and f.type is not None and _has_field(f.type, name):
-            return True
-    return False
+    # gdb.Type is unhashable: cache by struct tag (anonymous structs are not cached).
+    key = (t.code, t.tag, name) if t.tag else None
+    found = _FIELDS.get(key) if key else None
+    if found is None:
+        found = any(
+            f.name == name or (not f.name and f.type is not None and _has_field(f.type, name))
+            for f in t.fields()
+        )
+        if key:
+            _FIELDS[key] = found
+    return found
+
+
+_FIELDS: dict[tuple[int, str, str], bool] = {}
 
 
 class GdbValue:
@@ -293,6 +300,7 @@ def open_gdb(
     :raises DebugInfoError: gdb has no executable, its build-id is not the
         core's, or it has no debug info.
     """
+    _FIELDS.clear()  # another program may have been open before
     want = core.executable_build_id()
     bid = f" (build-id {want.hex()})" if want else ""
     objfile = _main_objfile()
