@@ -18,7 +18,9 @@ def note_segment(path) -> bytes:
         return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
 
 
-@pytest.mark.parametrize("name", ["q72-pc-512", "q10-q35-512", "q10-q35-4608"])
+@pytest.mark.parametrize(
+    "name", ["q72-pc-512", "q72-pc-smp2", "q10-q35-512", "q10-q35-4608", "q10-q35-panic"]
+)
 def test_notes_equal_qemu_dump(rig_case, tmp_path, name):
     """Every note QEMU writes (NT_PRSTATUS and QEMU per vCPU, then the
     guest's VMCOREINFO from the vmcoreinfo device) is in our file, identical."""

@@ -7,6 +7,10 @@
 #   kernel-config    the kernel's /boot/config-*
 #   qemu_fw_cfg.ko   the fw_cfg module (=m in the cloud kernel; the guest
 #                    needs it to fill QEMU's vmcoreinfo device)
+#   vmlinux          the kernel's debug vmlinux (for crash and drgn), from the
+#                    matching linux-image-*-dbg package (a ~283 MB download of
+#                    which only usr/lib/debug/boot/vmlinux-* is kept)
+#   vmlinux-package  package name and version of the -dbg package
 #   initramfs.cpio.gz  busybox + tests/rig/init (+ qemu_fw_cfg.ko)
 #   initramfs.inputs   hash of what went into the initramfs; it is rebuilt
 #                      only when that changes
@@ -63,6 +67,36 @@ else
   echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" >"$gdir/kernel-package.tmp"
   mv "$gdir/kernel-package.tmp" "$gdir/kernel-package"
   log "guest kernel $kver ($(cat "$gdir/kernel-package"))"
+fi
+
+# The debug vmlinux must come from the -dbg package of exactly the same
+# version as the kernel package.
+read -r kpkg kpkg_ver <"$gdir/kernel-package"
+want_dbg="$kpkg-dbg $kpkg_ver"
+if [ -f "$gdir/vmlinux" ] && [ -f "$gdir/vmlinux-package" ] &&
+   [ "$(cat "$gdir/vmlinux-package")" = "$want_dbg" ]; then
+  log "guest debug vmlinux cached: $want_dbg"
+else
+  log "downloading $kpkg-dbg=$kpkg_ver (~283 MB; only the vmlinux is kept)"
+  if ! (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg-dbg=$kpkg_ver" >/dev/null); then
+    log "apt-get download failed; running apt-get update and retrying"
+    apt-get update -qq
+    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg-dbg=$kpkg_ver" >/dev/null)
+  fi
+  dbg_deb=$(ls "$tmp"/"$kpkg"-dbg_*.deb)
+  mkdir -p "$tmp/dbg"
+  dpkg-deb --fsys-tarfile "$dbg_deb" |
+    tar -x -C "$tmp/dbg" --wildcards './usr/lib/debug/boot/vmlinux-*'
+  rm -f "$dbg_deb"
+  vmlinux=$(ls "$tmp"/dbg/usr/lib/debug/boot/vmlinux-* | head -1)
+  [ -n "$vmlinux" ] || { log "no usr/lib/debug/boot/vmlinux-* in $kpkg-dbg"; exit 1; }
+  [ "${vmlinux##*/vmlinux-}" = "$(cat "$gdir/kernel-version")" ] ||
+    { log "debug vmlinux $vmlinux does not match kernel $(cat "$gdir/kernel-version")"; exit 1; }
+  install -m 0644 "$vmlinux" "$gdir/vmlinux.tmp"
+  mv "$gdir/vmlinux.tmp" "$gdir/vmlinux"
+  rm -rf "$tmp/dbg"
+  echo "$want_dbg" >"$gdir/vmlinux-package.tmp" && mv "$gdir/vmlinux-package.tmp" "$gdir/vmlinux-package"
+  log "guest debug vmlinux: $gdir/vmlinux ($(stat -c %s "$gdir/vmlinux") bytes)"
 fi
 
 [ -x "$busybox" ] || { log "$busybox missing (install busybox-static)"; exit 1; }

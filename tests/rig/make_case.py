@@ -3,7 +3,8 @@
 
 Usage: make_case.py [--list] [--force] [--wait-build SECONDS] [NAME ...]
 Without names, all standard cases are made. One line is printed per case:
-name, status (cached/made), directory, core size, reference size, seconds.
+name, status (cached/made), directory, core size, reference size, seconds,
+and for panic cases whether the guest's panic was seen on its console.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{name:16} qemu={spec.qemu:5} machine={spec.machine:4} mem={spec.mem_mib}M "
                 f"smp={spec.smp} fill={spec.fill_mib}M dump_guest_core={spec.dump_guest_core} "
-                f"reference={spec.reference} "
+                f"reference={spec.reference} vmcoreinfo_device={spec.vmcoreinfo_device} "
+                f"panic={spec.panic} "
                 f"[{state}] {rig.case_dir(name)}"
             )
         return 0
@@ -72,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ref = case.meta["reference"]["size"] if case.reference else None
         core = case.meta["core"]
+        panic = case.meta.get("panic")
         print(
             f"{name} {'cached' if was_cached else 'made'} {case.dir} core={_mib(core['size'])} "
             f"(disk {_mib(core['disk_bytes'])}) reference={_mib(ref)} "
-            f"{time.monotonic() - t0:.1f}s",
+            f"{time.monotonic() - t0:.1f}s"
+            + ("" if panic is None else f" panic_seen={panic['seen']}"),
             flush=True,
         )
+        if panic is not None and not panic["seen"]:
+            failed += 1
+            print(f"{name}: the guest's panic was not seen on its console", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -4,7 +4,10 @@ A *case* is made by booting a small Linux guest (Debian cloud kernel plus a
 busybox initramfs, see guest.sh and init) under QEMU/TCG, waiting for it to
 print RIG-READY, pausing it, having QEMU write the guest memory over QMP
 (``dump-guest-memory``, ELF, paging off: the reference) and finally killing
-QEMU with SIGABRT so that the kernel writes QEMU's process core.
+QEMU with SIGABRT so that the kernel writes QEMU's process core. In a *panic*
+case the guest panics (sysrq 'c') after RIG-READY and is paused in panic().
+
+The guest's debug vmlinux (for crash and drgn) is ``vmlinux()``.
 
 Cases are cached in ``$RIG_CACHE/cases/<name>/``; ``ensure_case`` makes one
 only when it is missing or stale. Only the standard library is used, so that
@@ -27,7 +30,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ __all__ = [
     "qemu_stamp",
     "wait_for_qemu_build",
     "ensure_guest",
+    "vmlinux",
     "cached_case",
     "ensure_case",
     "qemu_argv",
@@ -81,6 +85,7 @@ class CaseSpec:
     mem_mib: int = 512
     smp: int = 1
     fill_mib: int = 0  # MiB of random data the guest puts into a tmpfs
+    panic: bool = False  # the guest panics (sysrq 'c') after RIG-READY
     dump_guest_core: bool = True  # -machine ...,dump-guest-core=on|off
     vmcoreinfo_device: bool = True  # -device vmcoreinfo
     reference: bool = True  # make the QMP reference dump
@@ -89,6 +94,18 @@ class CaseSpec:
     def as_dict(self) -> dict[str, Any]:
         """The spec as it is stored in meta.json (tuples become lists)."""
         return json.loads(json.dumps(asdict(self)))
+
+    def matches(self, stored: Any) -> bool:
+        """Whether `stored` (a spec from meta.json) describes this spec.
+
+        A field added to CaseSpec after a case was made is missing from its
+        stored spec; the case was made with that field's default, so it still
+        matches a spec that has the default."""
+        if not isinstance(stored, dict):
+            return False
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
+        missing = {k: v for k, v in defaults.items() if k not in stored}
+        return {**json.loads(json.dumps(missing)), **stored} == self.as_dict()
 
 
 @dataclass
@@ -127,6 +144,19 @@ STANDARD_CASES: dict[str, CaseSpec] = {
             mem_mib=512,
             dump_guest_core=False,
             reference=False,
+        ),
+        # The guest panics (sysrq 'c') and QEMU is stopped in panic().
+        CaseSpec("q10-q35-panic", qemu="10.0", machine="q35", mem_mib=512, smp=2, panic=True),
+        CaseSpec("q72-pc-panic", qemu="7.2", machine="pc", mem_mib=512, smp=2, panic=True),
+        CaseSpec("q72-pc-smp2", qemu="7.2", machine="pc", mem_mib=512, smp=2, fill_mib=32),
+        # No -device vmcoreinfo: QEMU's own dump then has no VMCOREINFO note.
+        CaseSpec(
+            "q10-q35-novmci",
+            qemu="10.0",
+            machine="q35",
+            mem_mib=512,
+            smp=2,
+            vmcoreinfo_device=False,
         ),
     )
 }
@@ -221,6 +251,12 @@ def ensure_guest() -> dict[str, str]:
     if res.returncode != 0:
         raise RigError(f"guest.sh failed ({res.returncode}):\n{res.stdout[-4000:]}")
     return _guest_info()
+
+
+def vmlinux() -> Path:
+    """The guest kernel's debug vmlinux (runs guest.sh first; idempotent)."""
+    ensure_guest()
+    return guest_dir() / "vmlinux"
 
 
 def _guest_info() -> dict[str, str]:
@@ -322,7 +358,8 @@ def qemu_argv(spec: CaseSpec, dir: Path, marker: str) -> list[str]:
         "-initrd",
         str(g / "initramfs.cpio.gz"),
         "-append",
-        f"console=ttyS0 panic=0 rig.marker={marker} rig.fill={spec.fill_mib}",
+        f"console=ttyS0 panic=0 rig.marker={marker} rig.fill={spec.fill_mib}"
+        + (" rig.panic=1" if spec.panic else ""),
         "-display",
         "none",
         "-nodefaults",
@@ -369,7 +406,7 @@ def _valid_cached(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case | N
         return None
     if (
         meta.get("case_format") != CASE_FORMAT
-        or meta.get("spec") != spec.as_dict()
+        or not spec.matches(meta.get("spec"))
         or meta.get("qemu_version_stamp") != stamp
         or meta.get("kernel_version") != guest["kernel_version"]
         or meta.get("initramfs_inputs") != guest["initramfs_inputs"]
@@ -439,6 +476,48 @@ def _preexec() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 
+# What the guest's console shows once it panicked: panic()'s first line, and
+# the last one it prints before it spins (panic=0: no reboot).
+PANIC_LINES = ("Kernel panic - not syncing", "sysrq triggered crash")
+PANIC_END_LINE = "---[ end Kernel panic"
+
+
+def _wait_for_panic(serial: Path, proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
+    """Wait until the guest's console shows its panic, then ~1 s more.
+
+    Returns what meta.json records under "panic"; ``seen`` is False if no
+    panic line appeared within `timeout` seconds (the case is still made)."""
+    t0 = time.monotonic()
+    t_seen: float | None = None
+    ended = False
+    while time.monotonic() - t0 < timeout and proc.poll() is None:
+        text = serial.read_text(errors="replace")
+        if t_seen is None and any(p in text for p in PANIC_LINES):
+            t_seen = time.monotonic()
+        ended = PANIC_END_LINE in text
+        # panic() prints its end line after stopping the other CPUs; give it
+        # a few seconds once the first line is there.
+        if ended or (t_seen is not None and time.monotonic() - t_seen > 10.0):
+            break
+        time.sleep(0.25)
+    seen = t_seen is not None
+    if proc.poll() is not None:
+        raise RigError(f"QEMU exited ({proc.returncode}) after the guest's panic\n{_tail(serial)}")
+    if seen:
+        time.sleep(1.0)  # let the last console output and the CPUs settle
+    lines = [
+        ln.strip()
+        for ln in serial.read_text(errors="replace").splitlines()
+        if any(p in ln for p in PANIC_LINES)
+    ]
+    return {
+        "seen": seen,
+        "end_line_seen": ended,
+        "message": lines[0] if lines else None,
+        "wait_seconds": round(time.monotonic() - t0, 3),
+    }
+
+
 def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
     pattern = _check_core_pattern()
     d = case_dir(spec.name)
@@ -492,6 +571,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
                 )
             time.sleep(0.25)
         t_ready = time.monotonic()
+        panic_info = _wait_for_panic(serial, proc, timeout=60.0) if spec.panic else None
         serial_text = serial.read_text(errors="replace")
         if "RIG-ERROR" in serial_text:
             raise RigError(f"guest reported an error\nserial.log:\n{_tail(serial)}")
@@ -573,6 +653,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
         "kernel_package": guest["kernel_package"],
         "initramfs_inputs": guest["initramfs_inputs"],
         "qmp": qmp_info,
+        "panic": panic_info,
         "timings": {
             "boot_seconds": round(t_ready - t0, 3),
             "qmp_dump_seconds": None if dump_seconds is None else round(dump_seconds, 3),
