@@ -47,7 +47,9 @@ class QemuCore:
         """Find the guest kernel's VMCOREINFO (device first, then a RAM scan); cached."""
         if self._vmcoreinfo is None:
             state, device = devices.vmcoreinfo_device(self.dbg)
-            self._vmcoreinfo = vmcoreinfo.find(self.memory, self.host.fd, device, state)
+            self._vmcoreinfo = vmcoreinfo.find(
+                self.memory, self.host.fd, device, state, x86.page_roots(self.vcpus)
+            )
         return self._vmcoreinfo
 
     @cached_property

@@ -151,14 +151,26 @@ def records(mem: GuestPhysicalMemory, info: VmcoreInfo) -> Iterator[bytes]:
     }
     span = (ring.head_id - ring.tail_id) & DESC_ID_MASK
     # The ring holds at most `count` records; a larger span is corruption.
+    # And all records together hold at most the data ring's bytes: forged
+    # descriptors that all point at one large block must not multiply it.
+    text_budget = ring.data_size
     for k in range(min(span, ring.count - 1) + 1):
         rid = (ring.tail_id + k) & DESC_ID_MASK
-        line = _record(km, ring, sizes, rid)
-        if line is not None:
-            yield line
+        record = _record(km, ring, sizes, rid)
+        if record is None:
+            continue
+        line, text_len = record
+        text_budget -= text_len
+        if text_budget < 0:
+            raise DmesgError(
+                f"the printk ring is inconsistent: its records hold more text than the "
+                f"ring's {ring.data_size} bytes"
+            )
+        yield line
 
 
-def _record(km: KernelMemory, ring: Ring, o: dict[str, int], rid: int) -> bytes | None:
+def _record(km: KernelMemory, ring: Ring, o: dict[str, int], rid: int) -> tuple[bytes, int] | None:
+    """One record as ``(formatted line, bytes of text it took from the ring)``."""
     slot = rid % ring.count
     desc = ring.descs + slot * o["desc"]
     state_var = km.u64(desc + o["state"])
@@ -171,6 +183,7 @@ def _record(km: KernelMemory, ring: Ring, o: dict[str, int], rid: int) -> bytes 
     ts = km.u64(info + o["ts"])
     seconds, nanos = divmod(ts, 1_000_000_000)
     line = f"[{seconds:5d}.{nanos // 1000:06d}] ".encode()
+    length = 0
     if begin != nxt:
         length = _U16.unpack(km.read(info + o["len"], 2))[0]
         if begin > nxt:  # the block wrapped: its text starts at the ring's start
@@ -178,7 +191,7 @@ def _record(km: KernelMemory, ring: Ring, o: dict[str, int], rid: int) -> bytes 
         begin += 8  # skip the block's id (an unsigned long)
         length = max(0, min(length, nxt - begin))
         line += escape(km.read(ring.data + begin, length))
-    return line + b"\n"
+    return line + b"\n", length
 
 
 def escape(text: bytes) -> bytes:

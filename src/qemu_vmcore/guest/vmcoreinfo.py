@@ -13,31 +13,45 @@ Where it comes from, in order of preference:
 
 A candidate is *verified* when ``init_uts_ns.name.release``, read through the
 candidate's own SYMBOL(init_uts_ns), OFFSET(uts_namespace.name) and
-NUMBER(phys_base), equals its OSRELEASE. A user process can plant a note,
-but cannot make the kernel's init_uts_ns agree with it.
+NUMBER(phys_base), equals its OSRELEASE -- and, because all three numbers are
+the candidate's own, the symbol must lie in the kernel image mapping and the
+vCPUs' page tables (which no user process can change) must map it to that
+very physical address. A user process can plant notes, and strings, but
+cannot place bytes at a kernel-image address of its choosing.
 """
 
 from __future__ import annotations
 
 import mmap
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import MissingMemoryError
+from qemu_vmcore.guest import x86_paging
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 
 #: QEMU's MAX_GUEST_NOTE_SIZE, and our cap on any VMCOREINFO we read.
 MAX_NOTE_SIZE = 1 << 20
+#: Linux's own note holds at most VMCOREINFO_BYTES (one page) of text; a RAM
+#: scan looks no further than this, which keeps each candidate cheap.
+MAX_SCAN_NOTE_SIZE = 64 << 10
 #: VMCOREINFO has about 150 lines; a few thousand is already absurd.
 MAX_LINES = 4096
-#: A RAM scan keeps at most this many candidates (planted fakes can be many).
-MAX_CANDIDATES = 256
+#: A RAM scan examines at most this many candidates: planted fakes can be
+#: many, and each costs a read and a parse.
+MAX_CANDIDATES = 4096
 NAME = b"VMCOREINFO"
 START_KERNEL_MAP = 0xFFFFFFFF80000000
+#: x86_64's largest KERNEL_IMAGE_SIZE (with KASLR); modules start above it.
+KERNEL_IMAGE_MAX = 1 << 30
 UTS_FIELD_LEN = 65  # __NEW_UTS_LEN + 1
 UTS_RELEASE_INDEX = 2  # sysname, nodename, release, ...
 FW_CFG_VMCOREINFO_FORMAT_ELF = 1
+_TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"
+#: namesz 11, any descsz, type 0, "VMCOREINFO" padded to 12, "OSRELEASE=".
+_NOTE_START = re.compile(rb"\x0b\x00\x00\x00.{4}\x00{4}VMCOREINFO\x00\x00OSRELEASE=", re.DOTALL)
 
 
 class VmcoreInfoError(ValueError):
@@ -136,7 +150,7 @@ def parse_text(desc: bytes) -> dict[str, str]:
     text = desc.split(b"\0", 1)[0]
     if not text.startswith(b"OSRELEASE="):
         raise VmcoreInfoError("text does not start with OSRELEASE=")
-    if any(b < 0x20 and b not in (0x0A, 0x09) or b > 0x7E for b in text):
+    if text.translate(None, _TEXT_BYTES):
         raise VmcoreInfoError("text has non-printable bytes")
     lines = text.split(b"\n")
     if len(lines) > MAX_LINES:
@@ -151,7 +165,13 @@ def parse_text(desc: bytes) -> dict[str, str]:
     return fields
 
 
-def candidate_at(mem: GuestPhysicalMemory, gpa: int, source: str, limit: int) -> VmcoreInfo:
+#: Page-table roots to check symbols against: ``(cr3, la57)`` pairs.
+Roots = tuple[tuple[int, bool], ...]
+
+
+def candidate_at(
+    mem: GuestPhysicalMemory, gpa: int, source: str, limit: int, roots: Roots = ()
+) -> VmcoreInfo:
     """Read and parse the note at ``gpa`` (at most ``limit`` bytes), then verify it.
 
     :raises VmcoreInfoError: the bytes there are not a well-formed VMCOREINFO.
@@ -167,15 +187,26 @@ def candidate_at(mem: GuestPhysicalMemory, gpa: int, source: str, limit: int) ->
         raise VmcoreInfoError(str(e)) from None
     fields = parse_text(desc)
     info = VmcoreInfo(note=note, gpa=gpa, source=source, fields=fields)
-    return VmcoreInfo(note, gpa, source, verified=verify(mem, info), fields=fields)
+    return VmcoreInfo(note, gpa, source, verified=verify(mem, info, roots), fields=fields)
 
 
-def verify(mem: GuestPhysicalMemory, info: VmcoreInfo) -> bool:
-    """Whether the kernel's ``init_uts_ns.name.release`` equals the note's OSRELEASE."""
+def verify(mem: GuestPhysicalMemory, info: VmcoreInfo, roots: Roots = ()) -> bool:
+    """Whether the kernel's ``init_uts_ns.name.release`` equals the note's OSRELEASE.
+
+    :param roots: page-table roots of the vCPUs (CR3s). When given, the
+        symbol must translate through one of them to the physical address
+        the note's own phys_base gives; without them (no vCPU in long mode)
+        the check is weaker, resting on the release string alone.
+    """
     uts, name_off = info.symbol("init_uts_ns"), info.offset("uts_namespace.name")
-    if uts is None or name_off is None or uts < START_KERNEL_MAP:
+    if uts is None or name_off is None or not 0 <= name_off < 4096:
         return False
-    pa = info.kernel_image_pa(uts) + name_off + UTS_RELEASE_INDEX * UTS_FIELD_LEN
+    if not START_KERNEL_MAP <= uts < START_KERNEL_MAP + KERNEL_IMAGE_MAX:
+        return False
+    pa = info.kernel_image_pa(uts)
+    if roots and not any(x86_paging.translate(mem, r, uts, la57=l5) == pa for r, l5 in roots):
+        return False
+    pa += name_off + UTS_RELEASE_INDEX * UTS_FIELD_LEN
     try:
         release = mem.read(pa, UTS_FIELD_LEN).split(b"\0", 1)[0]
     except MissingMemoryError:
@@ -189,19 +220,13 @@ def scan_candidates(mem: GuestPhysicalMemory, host_fd: int) -> Iterator[int]:
     Looks only at the data the core holds (holes are zeros), through one
     read-only mapping of the core file, so the scan costs no copying.
     """
-    header = E.NHDR.pack(len(NAME) + 1, 0, 0)[:4]  # namesz; descsz varies
-    needle = NAME + b"\0\0"  # name, padded to 12 bytes
     with mmap.mmap(host_fd, 0, access=mmap.ACCESS_READ) as m:
         for gpa, file_offset, size in mem.data_spans():
-            pos, end = file_offset, file_offset + size
-            while True:
-                hit = m.find(needle, pos, end)
-                if hit < 0:
-                    break
-                start = hit - E.NHDR.size
-                if start >= file_offset and m[start : start + 4] == header:
-                    yield gpa + (start - file_offset)
-                pos = hit + 1
+            # One compiled pattern matches the whole note start, so every hit
+            # is a candidate (and counts against MAX_CANDIDATES): RAM filled
+            # with near-misses costs the regex engine, not a Python loop.
+            for hit in _NOTE_START.finditer(m, file_offset, file_offset + size):
+                yield gpa + (hit.start() - file_offset)
 
 
 @dataclass
@@ -219,11 +244,13 @@ def find(
     host_fd: int,
     device: tuple[int, int, int] | None,
     device_state: str,
+    roots: Roots = (),
 ) -> Search:
     """Find the guest's VMCOREINFO.
 
     :param device: ``(paddr, size, format)`` from QEMU's vmcoreinfo device,
         or None when it has none.
+    :param roots: the vCPUs' page-table roots, for :func:`verify`.
     """
     search = Search(None, device_state)
     if device is not None:
@@ -231,7 +258,7 @@ def find(
         try:
             if fmt != FW_CFG_VMCOREINFO_FORMAT_ELF:
                 raise VmcoreInfoError(f"guest format {fmt} is not ELF")
-            info = candidate_at(mem, paddr, "vmcoreinfo device", min(size, MAX_NOTE_SIZE))
+            info = candidate_at(mem, paddr, "vmcoreinfo device", min(size, MAX_NOTE_SIZE), roots)
             if info.verified:
                 search.chosen = info
                 return search
@@ -245,7 +272,7 @@ def find(
             search.rejected.append(f"more than {MAX_CANDIDATES} candidates; stopped scanning")
             break
         try:
-            info = candidate_at(mem, gpa, "guest RAM scan", MAX_NOTE_SIZE)
+            info = candidate_at(mem, gpa, "guest RAM scan", MAX_SCAN_NOTE_SIZE, roots)
         except VmcoreInfoError as e:
             search.rejected.append(f"{gpa:#x}: {e}")
             continue
