@@ -58,7 +58,9 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a separate file holding QEMU's debug info (e.g. from a -dbgsym package)",
     )
-    p.add_argument("--backend", choices=["drgn"], default="drgn", help=argparse.SUPPRESS)
+    # drgn reads QEMU's state in this process; gdb runs the gdb command in gdb -batch
+    # (extract only), so that the two can be tested against each other.
+    p.add_argument("--backend", choices=["drgn", "gdb"], default="drgn", help=argparse.SUPPRESS)
     p.add_argument(
         "--no-vmcoreinfo",
         action="store_true",
@@ -114,11 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     ex.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    sub.add_parser(
+        "gdb-script",
+        help="print the path of the gdb script that adds dump-guest-memory to gdb",
+        description="Print the path of qemu-vmcore's gdb command script. In gdb, on a QEMU "
+        "core: `source PATH`, then `dump-guest-memory FILE [ARCH]` writes what extract writes.",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "gdb-script":
+        from qemu_vmcore.gdb import script_path
+
+        print(script_path())
+        return 0
     _install_sigterm()
     if args.debug:
         import logging
@@ -171,6 +185,8 @@ def _error(message: str, hint: str | None = None) -> None:
 def _open(args: argparse.Namespace):
     from qemu_vmcore.source import open_qemu_core
 
+    if args.backend == "gdb":
+        raise VmcoreError(f"--backend gdb works with extract only, not {args.command}")
     return open_qemu_core(
         args.core, qemu=args.qemu, debug_file=args.debug_file, backend=args.backend
     )
@@ -216,6 +232,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from qemu_vmcore.output import check_target
 
     check_target(args.output, force=args.force)  # refuse before the slow part
+    if args.backend == "gdb":
+        from qemu_vmcore.gdb.runner import extract_in_gdb
+
+        return _report_extract(args, extract_in_gdb(args))
     show = not args.quiet and sys.stderr.isatty()
     with _open(args) as qc:
         if qc.accelerator != "tcg":
@@ -233,6 +253,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 vmcoreinfo=not args.no_vmcoreinfo,
                 progress=advance,
             )
+    return _report_extract(args, result)
+
+
+def _report_extract(args: argparse.Namespace, result) -> int:
+    from qemu_vmcore import report
+
     for piece in result.missing:
         print(
             f"warning: guest {piece.gpa:#x}-{piece.end:#x} not in the core "

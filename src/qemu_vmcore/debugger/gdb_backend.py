@@ -29,8 +29,8 @@ T = TypeVar("T")
 DEBUG_INFO_HINT = (
     "install QEMU's debug symbols (Debian/Ubuntu: the qemu-system-x86-dbgsym package from "
     "the debug archive; Fedora: dnf debuginfo-install qemu-system-x86-core), enable "
-    "debuginfod in gdb, or load an unstripped build with `file PATH` or its debug file "
-    "with `symbol-file PATH`"
+    "debuginfod (set DEBUGINFOD_URLS), or load an unstripped build (gdb: `file PATH`; "
+    "qemu-vmcore: --qemu PATH) or its debug file (gdb: `symbol-file PATH`; --debug-file PATH)"
 )
 
 _ADDRESS_RE = re.compile(r"at address (0x[0-9a-fA-F]+)")
@@ -166,6 +166,32 @@ def _read_c_string(inferior: gdb.Inferior, addr: int, limit: int) -> bytes:
     return out
 
 
+def _is_variable(sym: gdb.Symbol) -> bool:
+    """Whether ``sym`` is a variable gdb can read.
+
+    A global found through a header's ``extern`` declaration is
+    LOC_UNRESOLVED: gdb reads it through the ELF symbol, which must exist.
+    """
+    if sym.is_variable:
+        return True
+    if sym.addr_class != gdb.SYMBOL_LOC_UNRESOLVED:
+        return False
+    try:
+        sym.value()
+    except gdb.error:
+        return False
+    return True
+
+
+#: Functions defined next to QEMU's private structs. A struct complete in one
+#: file only (FlatRange and AddrRange in system/memory.c, TypeImpl in
+#: qom/object.c) is opaque elsewhere; gdb then completes it by expanding every
+#: compilation unit that names it, about 0.7 s for FlatRange alone. Looking up
+#: one of these functions expands the defining unit first, which makes that
+#: instant. Only a speed hint: a name a build lacks costs nothing.
+OWNERS_OF_PRIVATE_TYPES = ("memory_region_init", "type_register_static")
+
+
 class GdbDebugger:
     """:class:`~qemu_vmcore.debugger.Debugger` over the program gdb has open.
 
@@ -180,13 +206,15 @@ class GdbDebugger:
         self._inferior = gdb.selected_inferior()
         self._symbols: dict[str, gdb.Symbol | None] = {}
         self._types: dict[str, gdb.Type] = {}
+        for name in OWNERS_OF_PRIVATE_TYPES:
+            objfile.lookup_global_symbol(name)
 
     def _symbol(self, name: str) -> gdb.Symbol | None:
         if name not in self._symbols:
             sym = self.objfile.lookup_global_symbol(name)
             if sym is None:
                 sym = self.objfile.lookup_static_symbol(name)
-            self._symbols[name] = sym if sym is not None and sym.is_variable else None
+            self._symbols[name] = sym if sym is not None and _is_variable(sym) else None
         return self._symbols[name]
 
     def has_variable(self, name: str) -> bool:
@@ -202,12 +230,21 @@ class GdbDebugger:
             raise QemuStateError(f"cannot read {name}: {e}") from None
 
     def static_local(self, function: str, name: str, type_name: str) -> GdbValue | None:
-        # gdb's FUNCTION::VARIABLE names a function's static local from anywhere.
-        try:
-            addr = int(gdb.parse_and_eval(f"&'{function}'::{name}"))
-        except gdb.error:
+        fn = self.objfile.lookup_static_symbol(function) or self.objfile.lookup_global_symbol(
+            function
+        )
+        if fn is None or not fn.is_function:
             return None
-        return self.object_at(type_name, addr)
+        try:
+            block = gdb.block_for_pc(int(fn.value().address))
+        except (gdb.error, RuntimeError):
+            return None
+        while block is not None and block.function is None:
+            block = block.superblock  # from a lexical block up to the function's own
+        for sym in block or ():
+            if sym.name == name and sym.is_variable and not sym.needs_frame:
+                return self.object_at(type_name, int(sym.value().address))
+        return None
 
     def _type(self, type_name: str) -> gdb.Type:
         t = self._types.get(type_name)
@@ -269,13 +306,17 @@ def exec_file_path() -> str | None:
 
 
 def target_kind() -> tuple[str, int]:
-    """``(kind, pid)`` of gdb's current target: ``core``, ``native``, ``remote``, ... or
-    ``none``."""
+    """``(kind, pid)`` of gdb's current target.
+
+    ``kind`` is the connection type (``core``, ``native``, ``remote``, ...),
+    ``none`` when there is no target, or ``unknown`` on a gdb older than 11
+    (no ``Inferior.connection``).
+    """
     inferior = gdb.selected_inferior()
-    connection = getattr(inferior, "connection", None)
-    if connection is None:
-        return ("none", inferior.pid)
-    return (connection.type, inferior.pid)
+    if not hasattr(inferior, "connection"):
+        return ("unknown", inferior.pid)
+    connection = inferior.connection
+    return (connection.type if connection is not None else "none", inferior.pid)
 
 
 def _main_objfile() -> gdb.Objfile | None:
@@ -314,7 +355,8 @@ def open_gdb(
     if want is not None and have and bytes.fromhex(have) != want:
         raise DebugInfoError(
             f"{objfile.filename}: build-id {have} does not match the core's {want.hex()}",
-            hint="load the exact QEMU build (or its debug file) that produced the core",
+            hint="load (or pass with --qemu or --debug-file) the exact QEMU build, or its "
+            "debug file, that produced the core",
             path=objfile.filename,
         )
     if objfile.lookup_global_symbol("main") is None:
