@@ -12,10 +12,16 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qemu_vmcore import __version__
 from qemu_vmcore.errors import VmcoreError
+
+if TYPE_CHECKING:
+    from qemu_vmcore.source import QemuCore
 
 DESCRIPTION = """\
 Rebuild the vmcore of a QEMU guest from the core dump of the dead QEMU process.
@@ -45,7 +51,27 @@ exit status: 0 success, 2 bad input, 3 output problem, 130/143 interrupted.
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("core", type=Path, help="the QEMU process core file")
+    p.add_argument(
+        "core",
+        type=Path,
+        nargs="?",
+        help="the QEMU process core file; compressed cores (.zst, .lz4, .xz, as "
+        "systemd-coredump stores them) are decompressed on the fly",
+    )
+    p.add_argument(
+        "--coredump",
+        metavar="MATCH",
+        nargs="?",
+        const="",
+        help="take the core from systemd's coredumpctl instead: MATCH is a PID, an "
+        "executable name or path; alone, the newest core of a QEMU",
+    )
+    p.add_argument(
+        "--tmpdir",
+        type=Path,
+        metavar="DIR",
+        help="where a compressed core is decompressed (sparsely; default $TMPDIR or /var/tmp)",
+    )
     p.add_argument(
         "--qemu",
         type=Path,
@@ -182,14 +208,43 @@ def _error(message: str, hint: str | None = None) -> None:
     print(line, file=sys.stderr)
 
 
-def _open(args: argparse.Namespace):
+@contextmanager
+def _core_file(args: argparse.Namespace) -> Iterator[Path]:
+    """The core to read: given, or found by coredumpctl; decompressed if need be."""
+    from qemu_vmcore import compressed, report
+
+    if (args.core is None) == (args.coredump is None):
+        raise VmcoreError("name a core file, or --coredump MATCH (one of the two)")
+    if args.coredump is not None:
+        from qemu_vmcore.coredump import find_core
+
+        path = find_core(args.coredump)
+    else:
+        path = args.core
+    fmt = compressed.detect(path)
+    if fmt is None:
+        yield path
+        return
+    show = not getattr(args, "quiet", False) and sys.stderr.isatty()
+    with ExitStack() as stack:
+        with report.progress_bar(path.stat().st_size, enabled=show, label="decompressing") as adv:
+            plain = stack.enter_context(
+                compressed.decompressed(path, fmt, tmpdir=args.tmpdir, progress=adv)
+            )
+        yield plain
+
+
+@contextmanager
+def _open(args: argparse.Namespace) -> Iterator[QemuCore]:
     from qemu_vmcore.source import open_qemu_core
 
     if args.backend == "gdb":
         raise VmcoreError(f"--backend gdb works with extract only, not {args.command}")
-    return open_qemu_core(
-        args.core, qemu=args.qemu, debug_file=args.debug_file, backend=args.backend
-    )
+    with _core_file(args) as core:
+        with open_qemu_core(
+            core, qemu=args.qemu, debug_file=args.debug_file, backend=args.backend
+        ) as qc:
+            yield qc
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -235,7 +290,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     if args.backend == "gdb":
         from qemu_vmcore.gdb.runner import extract_in_gdb
 
-        return _report_extract(args, extract_in_gdb(args))
+        with _core_file(args) as core:
+            return _report_extract(
+                args, extract_in_gdb(argparse.Namespace(**{**vars(args), "core": core}))
+            )
     show = not args.quiet and sys.stderr.isatty()
     with _open(args) as qc:
         if qc.accelerator != "tcg":

@@ -130,7 +130,9 @@ def print_info(data: dict) -> None:
 
 
 @contextmanager
-def progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    total: int, *, enabled: bool, label: str = "extracting"
+) -> Iterator[Callable[[int], None]]:
     """Yield an ``advance(nbytes)`` callback; draws a bar on stderr if ``enabled``."""
     if not enabled:
         yield lambda n: None
@@ -145,8 +147,6 @@ def progress_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], None]
     )
 
     columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn())
-    with Progress(
-        "extracting", *columns, TimeRemainingColumn(), console=Console(stderr=True)
-    ) as bar:
+    with Progress(label, *columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("extract", total=total)
         yield lambda n: bar.advance(task, n)

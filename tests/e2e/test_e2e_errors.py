@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
-import shutil
 import signal
 import subprocess
 import time
@@ -88,25 +86,6 @@ def test_build_id_mismatch(stripped_core, tmp_path):
         proc = run_cli("extract", core, "-o", tmp_path / "vmcore", option, other)
         assert_one_line_error(proc, str(other), "does not match the core")
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    """Mount a tmpfs with the given options; unmounted afterwards. Needs root."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root")
-    mounted = []
-
-    def mount(options: str) -> Path:
-        where = tmp_path / f"mnt{len(mounted)}"
-        where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", where], check=True)
-        mounted.append(where)
-        return where
-
-    yield mount
-    for where in mounted:
-        subprocess.run(["umount", where], check=False)
 
 
 def test_disk_full_mid_write(rig_case, mount_tmpfs):

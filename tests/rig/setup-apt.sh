@@ -17,6 +17,9 @@ want_pkgs=(
   busybox-static cpio xz-utils zstd lz4
   # consumers and tools used by tests and bench
   gdb binutils crash makedumpfile kexec-tools
+  # a journal with coredump entries for the coredumpctl test (the daemon is
+  # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)
+  systemd-journal-remote
 )
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] && [ -f "$src" ]; then
   log "apt packages already installed"

@@ -1,0 +1,149 @@
+"""Compressed cores (systemd-coredump's ``core.*.zst``, ``.lz4``, ``.xz``).
+
+A core must be seekable, so a compressed one is streamed once into a
+temporary file: in fixed-size chunks (memory stays flat whatever the core's
+size), and sparsely -- all-zero blocks are skipped, not written, so the
+many gigabytes of never-touched guest RAM in a QEMU core cost no disk.
+The format is recognised by its magic bytes, not its name.
+"""
+
+from __future__ import annotations
+
+import errno
+import lzma
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from qemu_vmcore.errors import CoreFileError, OutputError
+
+CHUNK = 1 << 20  # decompressed bytes per read
+BLOCK = 4096  # the granularity of holes in the temporary file
+_ZERO_CHUNK = bytes(CHUNK)
+_ZERO_BLOCK = bytes(BLOCK)
+
+#: magic bytes -> format name
+MAGICS = {
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"\x04\x22\x4d\x18": "lz4",
+    b"\xfd7zXZ\x00": "xz",
+}
+
+
+def detect(path: Path) -> str | None:
+    """``zstd``, ``lz4`` or ``xz`` if ``path`` starts with that format's magic, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return None  # open_core reports the problem in its own words
+    return next((name for magic, name in MAGICS.items() if head.startswith(magic)), None)
+
+
+def _reader(fmt: str, raw: BinaryIO) -> BinaryIO:
+    if fmt == "zstd":
+        # pyzstd, not zstandard: its reader reports a stream cut short
+        # (EOFError) where zstandard's returns the partial data silently.
+        import pyzstd
+
+        return pyzstd.ZstdFile(raw, mode="rb")
+    if fmt == "lz4":
+        import lz4.frame
+
+        return lz4.frame.LZ4FrameFile(raw, mode="rb")
+    return lzma.LZMAFile(raw, mode="rb")
+
+
+def _decompress_errors(fmt: str) -> tuple[type[BaseException], ...]:
+    """What each library raises for a corrupt or truncated stream."""
+    if fmt == "zstd":
+        import pyzstd
+
+        return (pyzstd.ZstdError, EOFError)
+    if fmt == "lz4":
+        return (RuntimeError, EOFError)  # lz4.frame: RuntimeError("LZ4F_decompress failed...")
+    return (lzma.LZMAError, EOFError)
+
+
+def write_sparse(fd: int, offset: int, data: bytes) -> None:
+    """Write ``data`` at ``offset``, leaving all-zero 4 KiB blocks as holes."""
+    if data == _ZERO_CHUNK[: len(data)]:
+        return
+    view = memoryview(data)
+    start = None  # first block of the current non-zero run
+    for pos in range(0, len(data), BLOCK):
+        zero = view[pos : pos + BLOCK] == _ZERO_BLOCK[: min(BLOCK, len(data) - pos)]
+        if zero and start is not None:
+            _pwrite_all(fd, view[start:pos], offset + start)
+            start = None
+        elif not zero and start is None:
+            start = pos
+    if start is not None:
+        _pwrite_all(fd, view[start:], offset + start)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+@contextmanager
+def decompressed(
+    path: Path,
+    fmt: str,
+    *,
+    tmpdir: Path | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Iterator[Path]:
+    """Yield the path of a sparse, decompressed copy of ``path``; removed on exit.
+
+    :param tmpdir: where the copy goes (default: $TMPDIR, else /var/tmp,
+        which is disk rather than memory on most systems).
+    :param progress: called with each number of *compressed* bytes consumed.
+    :raises CoreFileError: the compressed stream is corrupt or truncated.
+    :raises OutputError: the temporary directory has no room for the core.
+    """
+    where = Path(tmpdir or os.environ.get("TMPDIR") or "/var/tmp")
+    try:
+        fd, name = tempfile.mkstemp(prefix="qemu-vmcore-core-", dir=where)
+    except OSError as e:
+        raise OutputError(f"{where}: cannot create a temporary core: {e.strerror}") from None
+    tmp = Path(name)
+    try:
+        _decompress_into(path, fmt, fd, progress)
+        yield tmp
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OutputError(
+                f"{where}: no room to decompress {path.name} ({e.strerror})",
+                hint="point --tmpdir (or TMPDIR) at a file system with room for the core's "
+                "non-zero data",
+            ) from None
+        raise
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
+def _decompress_into(path: Path, fmt: str, fd: int, progress: Callable[[int], None]) -> None:
+    with open(path, "rb") as raw, _reader(fmt, raw) as stream:
+        offset, consumed = 0, 0
+        while True:
+            try:
+                chunk = stream.read(CHUNK)
+            except _decompress_errors(fmt) as e:
+                raise CoreFileError(
+                    f"{path}: corrupt {fmt} stream after {offset:,} bytes ({e})", path=path
+                ) from None
+            if not chunk:
+                break
+            write_sparse(fd, offset, chunk)
+            offset += len(chunk)
+            now = raw.tell()
+            progress(now - consumed)
+            consumed = now
+        os.ftruncate(fd, offset)  # a trailing hole still counts towards the size
