@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from qemu_vmcore.errors import CoreFileError, OutputError
+from qemu_vmcore.sparse import write_sparse
 
 CHUNK = 1 << 20  # decompressed bytes per read
-BLOCK = 4096  # the granularity of holes in the temporary file
-_ZERO_CHUNK = bytes(CHUNK)
-_ZERO_BLOCK = bytes(BLOCK)
 
 #: magic bytes -> format name
 MAGICS = {
@@ -66,29 +64,6 @@ def _decompress_errors(fmt: str) -> tuple[type[BaseException], ...]:
     if fmt == "lz4":
         return (RuntimeError, EOFError)  # lz4.frame: RuntimeError("LZ4F_decompress failed...")
     return (lzma.LZMAError, EOFError)
-
-
-def write_sparse(fd: int, offset: int, data: bytes) -> None:
-    """Write ``data`` at ``offset``, leaving all-zero 4 KiB blocks as holes."""
-    if data == _ZERO_CHUNK[: len(data)]:
-        return
-    view = memoryview(data)
-    start = None  # first block of the current non-zero run
-    for pos in range(0, len(data), BLOCK):
-        zero = view[pos : pos + BLOCK] == _ZERO_BLOCK[: min(BLOCK, len(data) - pos)]
-        if zero and start is not None:
-            _pwrite_all(fd, view[start:pos], offset + start)
-            start = None
-        elif not zero and start is None:
-            start = pos
-    if start is not None:
-        _pwrite_all(fd, view[start:], offset + start)
-
-
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 @contextmanager
@@ -141,7 +116,7 @@ def _decompress_into(path: Path, fmt: str, fd: int, progress: Callable[[int], No
                 ) from None
             if not chunk:
                 break
-            write_sparse(fd, offset, chunk)
+            write_sparse(fd, offset, chunk, len(chunk))
             offset += len(chunk)
             now = raw.tell()
             progress(now - consumed)

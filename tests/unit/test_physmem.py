@@ -335,31 +335,29 @@ def two_files(tmp_path):
     os.close(dst)
 
 
-@pytest.mark.parametrize("code", [errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP])
-def test_copy_range_falls_back_to_pread_pwrite(monkeypatch, two_files, code):
+def test_copy_range_copies_and_leaves_zero_pages_as_holes(monkeypatch, two_files):
     src, dst, content = two_files
-    calls = []
-
-    def refuse(*args):
-        calls.append(args)
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(os, "copy_file_range", refuse)
-    done = []
-    copy_range(src, 100, dst, 7, 3 * PAGE, done.append)
-    assert len(calls) == 1  # not retried once it failed
-    assert os.pread(dst, 3 * PAGE, 7) == content[100 : 100 + 3 * PAGE]
-    assert sum(done) == 3 * PAGE
-
-
-def test_copy_range_without_copy_file_range(monkeypatch, two_files):
-    src, dst, content = two_files
-    monkeypatch.delattr(os, "copy_file_range")
     monkeypatch.setattr(physmem, "COPY_CHUNK", 1000)
     done = []
     copy_range(src, 0, dst, 0, len(content), done.append)
     assert os.pread(dst, len(content), 0) == content
     assert done == [1000] * (len(content) // 1000) + [len(content) % 1000]
+
+
+def test_copy_range_writes_no_zero_page(monkeypatch, tmp_path):
+    """A page of zeros that is data in the source is a hole in the copy."""
+    data = synth.pattern(PAGE, seed=3) + bytes(2 * PAGE) + synth.pattern(PAGE, seed=4)
+    (tmp_path / "src").write_bytes(data)  # all four pages allocated
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
+    try:
+        os.ftruncate(dst, len(data))
+        copy_range(src, 0, dst, 0, len(data), lambda n: None)
+        assert os.pread(dst, len(data), 0) == data
+        assert data_runs(dst, 0, len(data)) == [(0, PAGE), (3 * PAGE, PAGE)]
+    finally:
+        os.close(src)
+        os.close(dst)
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
@@ -369,7 +367,7 @@ def test_copy_range_out_of_space_is_an_output_error(monkeypatch, two_files, code
     def full(*args):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(os, "copy_file_range", full)
+    monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(OutputError, match="cannot write the vmcore") as info:
         copy_range(src, 0, dst, 0, PAGE, lambda n: None)
     assert info.value.exit_code == 3
@@ -381,7 +379,7 @@ def test_copy_range_other_errors_propagate(monkeypatch, two_files):
     def broken(*args):
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(os, "copy_file_range", broken)
+    monkeypatch.setattr(os, "pwrite", broken)
     with pytest.raises(OSError) as info:
         copy_range(src, 0, dst, 0, PAGE, lambda n: None)
     assert info.value.errno == errno.EIO

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from qemu_vmcore.errors import MissingMemoryError, OutputError
 from qemu_vmcore.hostcore import Extent, ExtentKind, HostCore
 from qemu_vmcore.qemu.memory import GuestRange
+from qemu_vmcore.sparse import write_sparse
 
-#: Bytes handed to one copy_file_range call: large enough to be cheap, small
-#: enough that progress moves and Ctrl-C is seen promptly.
-COPY_CHUNK = 64 << 20
+#: Bytes read and written per step: large enough to be cheap, small enough
+#: that memory stays flat, progress moves and Ctrl-C is seen promptly.
+COPY_CHUNK = 8 << 20
 
 Progress = Callable[[int], None]
 
@@ -196,46 +197,44 @@ def data_runs(fd: int, offset: int, size: int) -> list[tuple[int, int]]:
 
 
 def run_copies(src: int, dst: int, jobs: list[CopyJob], progress: Progress) -> None:
-    """Run copy jobs in order.
-
-    One thread on purpose: writers to one file serialize on its inode lock,
-    and two threads measured slower than one (0.16 s against 0.12 s for the
-    360 MiB of the q10-q35-512 case).
-    """
+    """Run copy jobs in order, reusing one buffer (memory stays flat)."""
+    buf = bytearray(COPY_CHUNK)
     for j in jobs:
-        copy_range(src, j.src, dst, j.dst, j.size, progress)
+        copy_range(src, j.src, dst, j.dst, j.size, progress, buf)
 
 
-def copy_range(src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Progress):
-    """Copy bytes in the kernel (copy_file_range), else by pread/pwrite."""
+def copy_range(
+    src: int,
+    src_off: int,
+    dst: int,
+    dst_off: int,
+    size: int,
+    progress: Progress,
+    buf: bytearray | None = None,
+) -> None:
+    """Copy ``size`` bytes through ``buf``, leaving all-zero pages as holes.
+
+    Guest RAM the guest zeroed (a freshly allocated page, an init_on_alloc
+    kernel) is data in the core but zeros in the guest; writing it sparsely
+    keeps the vmcore at the size of the guest's non-zero pages. Measured on
+    the rig this costs about as much as copy_file_range, which cannot skip
+    zeros, and saves up to a third of the disk.
+    """
+    buf = buf if buf is not None else bytearray(min(size, COPY_CHUNK))
+    view = memoryview(buf)
     done = 0
-    use_cfr = hasattr(os, "copy_file_range")
     while done < size:
-        n = min(COPY_CHUNK, size - done)
-        try:
-            if use_cfr:
-                got = os.copy_file_range(src, dst, n, src_off + done, dst_off + done)
-            else:
-                got = _pread_pwrite(src, src_off + done, dst, dst_off + done, n)
-        except OSError as e:
-            if use_cfr and e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                use_cfr = False
-                continue
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise OutputError(f"cannot write the vmcore: {e.strerror}") from None
-            raise
+        n = min(len(buf), size - done)
+        got = os.preadv(src, [view[:n]], src_off + done)
         if got == 0:
             raise MissingMemoryError(
                 f"the core file ended early at offset {src_off + done:#x}; was it truncated?"
             )
+        try:
+            write_sparse(dst, dst_off + done, buf, got)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise OutputError(f"cannot write the vmcore: {e.strerror}") from None
+            raise
         done += got
         progress(got)
-
-
-def _pread_pwrite(src: int, src_off: int, dst: int, dst_off: int, n: int) -> int:
-    buf = os.pread(src, min(n, 8 << 20), src_off)
-    if buf:
-        written = 0
-        while written < len(buf):
-            written += os.pwrite(dst, buf[written:], dst_off + written)
-    return len(buf)
