@@ -16,23 +16,38 @@ _ZERO = bytes(BLOCK)
 def write_sparse(fd: int, offset: int, buf: bytes | bytearray, size: int) -> int:
     """Write ``buf[:size]`` at ``offset`` in ``fd``, skipping all-zero 4 KiB blocks.
 
-    ``offset`` should be block-aligned for the holes to be real holes.
-    Returns the number of bytes actually written.
+    Blocks are counted from ``buf``'s start, so ``offset`` should be
+    block-aligned for the skipped blocks to be real holes. Returns the number
+    of bytes written.
+
+    The search runs in C: ``find`` looks for a block's worth of zeros (on
+    non-zero data it skips ahead a block at a time), and only where it finds
+    one does Python look at block boundaries. So the cost follows the number
+    of zero runs, not of blocks.
     """
     view = memoryview(buf)
     written = 0
-    start = None  # first byte of the current run of non-zero blocks
-    for pos in range(0, size, BLOCK):
-        end = min(pos + BLOCK, size)
-        # startswith compares in C without copying a slice out of buf.
-        zero = buf.startswith(_ZERO[: end - pos], pos, end)
-        if zero and start is not None:
-            written += _pwrite_all(fd, view[start:pos], offset + start)
-            start = None
-        elif not zero and start is None:
-            start = pos
-    if start is not None:
-        written += _pwrite_all(fd, view[start:size], offset + start)
+    data_start = 0  # start of the data not yet written
+    search = 0
+    while True:
+        z = buf.find(_ZERO, search, size)
+        if z < 0:
+            break
+        first = -(-z // BLOCK) * BLOCK  # the first whole block in the zero run
+        end = first
+        while end + BLOCK <= size and buf.startswith(_ZERO, end, end + BLOCK):
+            end += BLOCK
+        if end == first:  # zeros, but no whole aligned block of them
+            search = first if first > z else z + 1
+            continue
+        if first > data_start:
+            written += _pwrite_all(fd, view[data_start:first], offset + data_start)
+        data_start = search = end
+    tail_start = data_start
+    if size - tail_start < BLOCK and buf.startswith(_ZERO[: size - tail_start], tail_start, size):
+        return written  # a final partial block of zeros
+    if size > tail_start:
+        written += _pwrite_all(fd, view[tail_start:size], offset + tail_start)
     return written
 
 
