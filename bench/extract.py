@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Benchmark: qemu-vmcore extract against our gdb command, QEMU's gdb script and cp.
 
+A second table puts our kdump-compressed output (kdump-zstd, kdump-zlib)
+beside QEMU's own kdump-zlib of the same paused guest (rig case
+q10-q35-formats): QEMU's time is its QMP dump-guest-memory, as the rig
+measured it; its size is the file it wrote.
+
 All tools read the same rig core, in one run, with a warm page cache; each is
 run several times and the median wall time is reported, with ratios. Peak RSS
 of ``extract`` is measured per case with wait4(). Outputs go to a scratch
@@ -17,6 +22,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -48,11 +54,12 @@ def du(path: Path) -> int:
 
 def measure(name: str, make_argv, out: Path, runs: int) -> dict:
     """Warm up once, then time ``runs`` runs; the output is removed after each."""
-    times, rss, disk = [], [], 0
+    times, rss, disk, size = [], [], 0, 0
     for i in range(runs + 1):
         argv = make_argv(out)
         wall, peak = run_timed(argv)
         disk = du(out) if out.exists() else 0
+        size = out.stat().st_size if out.exists() else 0
         out.unlink(missing_ok=True)
         if i:  # run 0 warms the page cache
             times.append(wall)
@@ -63,6 +70,7 @@ def measure(name: str, make_argv, out: Path, runs: int) -> dict:
         "runs": runs,
         "peak_rss": max(rss),
         "out_disk": disk,
+        "out_size": size,
     }
 
 
@@ -120,6 +128,102 @@ def gdb_startup(case: rig.Case):
         "-ex",
         f"core-file {case.core}",
     ]
+
+
+def ours_kdump(case: rig.Case, fmt: str):
+    return lambda out: [*ours(case)(out), "--format", fmt]
+
+
+def flattened_raw_size(path: Path) -> int:
+    """The size of the kdump file a flattened stream reassembles into (makedumpfile -R)."""
+    header, end = struct.Struct(">qq"), 0
+    with open(path, "rb") as f:
+        f.seek(4096)  # the makedumpfile header
+        while True:
+            offset, size = header.unpack(f.read(header.size))
+            if offset < 0:
+                return end
+            end = max(end, offset + size)
+            f.seek(size, os.SEEK_CUR)
+
+
+def bench_kdump(case: rig.Case, runs: int, rss_cases: list[rig.Case]) -> dict:
+    """Our kdump-zstd and kdump-zlib against QEMU's kdump-zlib, and kdump RSS by guest size."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=case.dir))
+    try:
+        rows = [
+            measure(f"qemu-vmcore --format {fmt}", ours_kdump(case, fmt), scratch / "out", runs)
+            for fmt in ("kdump-zstd", "kdump-zlib")
+        ]
+    finally:
+        shutil.rmtree(scratch)
+    qemu = case.meta["extra_references"]["kdump-zlib"]
+    rows.append(
+        {
+            # QEMU's kdump-zlib is flattened: compare the kdump file it stands for.
+            "tool": "QEMU dump-guest-memory kdump-zlib",
+            "median_s": qemu["seconds"],
+            "runs": 1,
+            "peak_rss": None,
+            "out_disk": qemu["disk_bytes"],
+            "out_size": flattened_raw_size(case.extra_reference("kdump-zlib")),
+            "flattened_size": qemu["size"],
+        }
+    )
+    rss = []
+    for c in rss_cases:
+        scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=c.dir))
+        try:
+            row = measure("kdump-zstd", ours_kdump(c, "kdump-zstd"), scratch / "out", 1)
+        finally:
+            shutil.rmtree(scratch)
+        rss.append({"case": c.spec.name, "guest_mib": c.spec.mem_mib, **row})
+    return {"case": case.spec.name, "rows": rows, "rss": rss}
+
+
+def print_kdump_tables(kd: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120)
+    rows = {r["tool"]: r for r in kd["rows"]}
+    zstd = rows["qemu-vmcore --format kdump-zstd"]
+    qemu = rows["QEMU dump-guest-memory kdump-zlib"]
+    t = Table(
+        title=f"kdump-compressed, case {kd['case']} (QEMU: the time of its QMP dump, "
+        "the size of its file reassembled)"
+    )
+    for col in ("tool", "median s", "runs", "vs QEMU", "size", "size vs QEMU", "peak RSS"):
+        t.add_column(col, justify="left" if col == "tool" else "right")
+    for r in kd["rows"]:
+        t.add_row(
+            r["tool"],
+            f"{r['median_s']:.3f}",
+            str(r["runs"]),
+            f"{r['median_s'] / qemu['median_s']:.2f}x",
+            f"{r['out_size'] / 2**20:,.1f} MiB",
+            f"{r['out_size'] / qemu['out_size']:.3f}x",
+            "-" if r["peak_rss"] is None else f"{r['peak_rss'] / 2**20:,.0f} MiB",
+        )
+    console.print(t)
+    r2 = Table(title="kdump-zstd by guest size")
+    for col in ("case", "guest MiB", "wall s", "size", "peak RSS"):
+        r2.add_column(col, justify="right")
+    for r in kd["rss"]:
+        size, peak = r["out_size"] / 2**20, r["peak_rss"] / 2**20
+        r2.add_row(r["case"], str(r["guest_mib"]), f"{r['median_s']:.2f}",
+                   f"{size:,.1f} MiB", f"{peak:,.0f} MiB")  # fmt: skip
+    console.print(r2)
+    g = Table(title="kdump goals")
+    for col in ("goal", "measured", "met"):
+        g.add_column(col)
+    checks = [
+        ("kdump-zstd size / QEMU kdump-zlib < 1", zstd["out_size"] / qemu["out_size"], 1.0),
+        ("kdump-zstd time / QEMU kdump-zlib < 1", zstd["median_s"] / qemu["median_s"], 1.0),
+    ] + [(f"kdump RSS {r['case']} <= 300 MB", r["peak_rss"] / 1e6, 300) for r in kd["rss"]]
+    for label, value, bound in checks:
+        g.add_row(label, f"{value:.3f}", "yes" if value <= bound else "NO")
+    console.print(g)
 
 
 def cp_sparse(case: rig.Case):
@@ -228,6 +332,9 @@ def main() -> int:
     ap.add_argument("--rss-cases", default="q10-q35-512,q10-q35-4608", help="cases for peak RSS")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--gdb-runs", type=int, default=3)
+    ap.add_argument("--formats-case", default="q10-q35-formats", help="case for the kdump table")
+    ap.add_argument("--kdump-runs", type=int, default=3)
+    ap.add_argument("--no-kdump", action="store_true", help="skip the kdump table")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     case = rig.ensure_case(rig.STANDARD_CASES[args.case])
@@ -235,10 +342,21 @@ def main() -> int:
     rss_rows = [
         bench_rss(rig.ensure_case(rig.STANDARD_CASES[n])) for n in args.rss_cases.split(",")
     ]
+    kd = None
+    if not args.no_kdump:
+        kd = bench_kdump(
+            rig.ensure_case(rig.STANDARD_CASES[args.formats_case]),
+            args.kdump_runs,
+            [rig.ensure_case(rig.STANDARD_CASES[n]) for n in args.rss_cases.split(",")],
+        )
     if args.json:
-        print(json.dumps({"case": args.case, "speed": rows, "rss": rss_rows}, indent=2))
+        print(
+            json.dumps({"case": args.case, "speed": rows, "rss": rss_rows, "kdump": kd}, indent=2)
+        )
     else:
         print_tables(case, rows, rss_rows)
+        if kd is not None:
+            print_kdump_tables(kd)
     return 0
 
 

@@ -11,4 +11,5 @@ echo "== lint"
 echo "== rig cases"
 .venv/bin/python tests/rig/make_case.py
 echo "== tests"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+# -rs: say why a test was skipped (e.g. the KVM case where KVM does not work).
+exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider tests "$@"

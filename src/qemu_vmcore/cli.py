@@ -93,7 +93,72 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="do not look for the guest kernel's VMCOREINFO (neither in QEMU's vmcoreinfo "
         "device nor by scanning guest RAM)",
     )
+    p.add_argument(
+        "--no-backing-files",
+        action="store_true",
+        help="do not read shared file-backed guest RAM that the core lacks from its backing "
+        "file (memory-backend-file,share=on); such RAM is then missing",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _size(text: str) -> int:
+    from qemu_vmcore.plan import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_format_args(p: argparse.ArgumentParser) -> None:
+    from qemu_vmcore.plan import FORMATS
+
+    g = p.add_argument_group("format and range (as QMP dump-guest-memory)")
+    g.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="elf",
+        help="elf (default), or kdump-compressed with zlib, lzo, snappy or zstd; kdump files "
+        "are raw (QMP's kdump-raw-*) unless --flattened",
+    )
+    g.add_argument(
+        "--flattened",
+        action="store_true",
+        help="write a kdump format as makedumpfile's flattened stream (QMP's kdump-*); "
+        "`makedumpfile -R OUT < FILE` turns it into a kdump file",
+    )
+    g.add_argument(
+        "--paging",
+        action="store_true",
+        help="PT_LOADs with the guest's virtual addresses, from the vCPUs' page tables (elf only)",
+    )
+    g.add_argument("--begin", type=_size, metavar="ADDR", help="first guest-physical address")
+    g.add_argument(
+        "--length", type=_size, metavar="LEN", help="bytes from --begin (> 0; needs --begin)"
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="compression threads for the kdump formats (default: one per CPU)",
+    )
+
+
+def _dump_options(args: argparse.Namespace):
+    from qemu_vmcore.plan import DumpOptions
+
+    options = DumpOptions(
+        format=args.format,
+        flattened=args.flattened,
+        paging=args.paging,
+        begin=args.begin,
+        length=args.length,
+        threads=args.threads,
+    )
+    options.check()
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser(
         "extract",
-        help="write the guest's vmcore (ELF)",
+        help="write the guest's vmcore (ELF or kdump-compressed)",
         description="Write the guest's ELF vmcore: the same ranges and bytes QMP "
-        "dump-guest-memory (format elf, paging false) writes. The file is created "
+        "dump-guest-memory (format elf, paging false) writes; or, with the options below, "
+        "what it writes with its other formats, paging and begin/length. The file is created "
         "mode 0600 through a temporary file and appears only when complete.",
     )
     _add_source_args(ex)
@@ -142,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     ex.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _add_format_args(ex)
 
     sub.add_parser(
         "gdb-script",
@@ -242,7 +309,11 @@ def _open(args: argparse.Namespace) -> Iterator[QemuCore]:
         raise VmcoreError(f"--backend gdb works with extract only, not {args.command}")
     with _core_file(args) as core:
         with open_qemu_core(
-            core, qemu=args.qemu, debug_file=args.debug_file, backend=args.backend
+            core,
+            qemu=args.qemu,
+            debug_file=args.debug_file,
+            backend=args.backend,
+            backing_files=not args.no_backing_files,
         ) as qc:
             yield qc
 
@@ -286,9 +357,14 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from qemu_vmcore.extract import extract
     from qemu_vmcore.output import check_target
 
+    options = _dump_options(args)
     check_target(args.output, force=args.force)  # refuse before the slow part
     if args.backend == "gdb":
         from qemu_vmcore.gdb.runner import extract_in_gdb
+        from qemu_vmcore.plan import DumpOptions
+
+        if options != DumpOptions(threads=options.threads):
+            raise VmcoreError("--backend gdb writes ELF of all guest RAM only")
 
         with _core_file(args) as core:
             return _report_extract(
@@ -302,7 +378,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 "state QEMU synced from the accelerator and may be stale",
                 file=sys.stderr,
             )
-        with report.progress_bar(qc.ram_total, enabled=show) as advance:
+        from qemu_vmcore.plan import select_ranges
+
+        total = sum(r.size for r in select_ranges(qc.ranges, options))
+        with report.progress_bar(total, enabled=show) as advance:
             result = extract(
                 qc,
                 args.output,
@@ -310,6 +389,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 allow_missing=args.allow_missing,
                 vmcoreinfo=not args.no_vmcoreinfo,
                 progress=advance,
+                options=options,
             )
     return _report_extract(args, result)
 
@@ -323,11 +403,14 @@ def _report_extract(args: argparse.Namespace, result) -> int:
             f"({piece.kind.value}); written as zeros",
             file=sys.stderr,
         )
+    for line in report.backing_notes(getattr(result, "backing", ())):
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(report.extract_dict(result), indent=2))
     elif not args.quiet:
+        fmt = "" if result.format == "elf" else f" ({result.format}, {result.file_size:,} bytes)"
         print(
-            f"wrote {result.output}: {result.ranges} ranges, {result.ram_bytes:,} bytes of "
+            f"wrote {result.output}{fmt}: {result.ranges} ranges, {result.ram_bytes:,} bytes of "
             f"guest RAM in {result.seconds:.2f} s",
             file=sys.stderr,
         )

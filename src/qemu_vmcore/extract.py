@@ -6,18 +6,20 @@ before any output exists, so every refusal happens before a byte is written.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from qemu_vmcore import elfdefs as E
-from qemu_vmcore.errors import CoreFileError, MissingMemoryError
-from qemu_vmcore.guest.physmem import Piece, PieceKind, Progress
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
+from qemu_vmcore.guest.physmem import BackingUse, Piece, PieceKind, Progress
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
 from qemu_vmcore.output import atomic_output, check_target
+from qemu_vmcore.plan import DumpOptions, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
-from qemu_vmcore.writers.elf import ELF32, ELF64, VirtualLoad, build_image, write_elf
+from qemu_vmcore.writers.elf import ELF32, ELF64, ElfImage, VirtualLoad, build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
 
 #: What the kernel's absence of bytes most likely means, for error messages.
@@ -29,6 +31,11 @@ _CAUSES = {
     PieceKind.TRUNCATED: "the core file is truncated",
     PieceKind.UNMAPPED: "QEMU's RAMBlock points outside every mapping in the core",
 }
+#: The same for RAM of a shared file mapping (Piece.path set).
+_FILE_CAUSE = (
+    "it is shared file-backed RAM, which the kernel's coredump_filter leaves out of cores, "
+    "and its backing file {path} {problem}"
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class ExtractResult:
 
     :param missing: guest pieces the core lacked, written as zeros
         (only with ``allow_missing``).
+    :param backing: guest RAM read from backing files instead of the core.
     """
 
     output: Path
@@ -46,6 +54,8 @@ class ExtractResult:
     missing: list[Piece]
     seconds: float
     vmcoreinfo: VmcoreInfo | None = None
+    format: str = "elf"
+    backing: tuple[BackingUse, ...] = ()
 
 
 def minimal_notes() -> bytes:
@@ -76,15 +86,34 @@ def kernel_text_load(info: VmcoreInfo, ranges: list[GuestRange]) -> VirtualLoad 
     return VirtualLoad(vaddr=stext, gpa=gpa, size=size)
 
 
-def describe_missing(pieces: list[Piece], *, limit: int = 4) -> str:
-    """One line naming the missing guest ranges and the likely cause."""
+def describe_missing(
+    pieces: list[Piece], *, limit: int = 4, problems: dict[str, str] | None = None
+) -> str:
+    """One line naming the missing guest ranges and the likely cause.
+
+    :param problems: why each backing file (by path) could not be read.
+    """
     shown = ", ".join(f"{p.gpa:#x}-{p.end:#x} ({p.kind.value})" for p in pieces[:limit])
     more = f" and {len(pieces) - limit} more" if len(pieces) > limit else ""
     total = sum(p.size for p in pieces)
-    causes = "; or ".join(dict.fromkeys(_CAUSES[p.kind] for p in pieces))
+    causes = "; or ".join(dict.fromkeys(_cause(p, problems or {}) for p in pieces))
     return (
         f"{total:,} bytes of guest RAM are not in the core: {shown}{more}. Likely cause: {causes}"
     )
+
+
+def _cause(p: Piece, problems: dict[str, str]) -> str:
+    if p.path is not None and p.kind is PieceKind.NOT_DUMPED:
+        return _FILE_CAUSE.format(path=p.path, problem=problems.get(p.path, "cannot be read"))
+    return _CAUSES[p.kind]
+
+
+def missing_hint(missing: list[Piece], problems: dict[str, str]) -> str:
+    """What to do about guest RAM the core lacks."""
+    off = [path for path, why in problems.items() if "turned off" in why]
+    if any(p.path in off for p in missing):
+        return "drop --no-backing-files to read it from there, or --allow-missing writes zeros"
+    return "--allow-missing writes zeros there instead"
 
 
 def extract(
@@ -95,18 +124,25 @@ def extract(
     allow_missing: bool = False,
     vmcoreinfo: bool = True,
     progress: Progress = lambda n: None,
+    options: DumpOptions | None = None,
 ) -> ExtractResult:
-    """Write the ELF vmcore of ``qc``'s guest to ``output``.
+    """Write the vmcore of ``qc``'s guest to ``output`` (ELF unless ``options`` say otherwise).
 
     :param vmcoreinfo: add the guest's VMCOREINFO note (and a kernel-text
         PT_LOAD) when one is found; False skips the search.
+    :param options: format, paging and begin/length (see :mod:`qemu_vmcore.plan`).
     :raises MissingMemoryError: guest RAM is absent from the core and
         ``allow_missing`` is false.
     :raises OutputError: the output cannot be created or written.
     """
     started = time.monotonic()
+    options = options or DumpOptions()
+    options.check()
     check_target(output, force=force)
-    missing = qc.memory.missing()
+    ranges = select_ranges(qc.ranges, options)
+    # A filter dumps parts of the ranges: the same core, seen through clipped ranges.
+    memory = qc.memory if ranges is qc.ranges else qc.memory.with_ranges(ranges)
+    missing = memory.missing()
     if qc.host.truncated and not allow_missing:
         host = qc.host
         lost = describe_missing(missing) if missing else "all guest RAM is still present"
@@ -118,30 +154,98 @@ def extract(
         )
     if missing and not allow_missing:
         raise MissingMemoryError(
-            describe_missing(missing),
-            hint="--allow-missing writes zeros there instead",
+            describe_missing(missing, problems=memory.backing_problems),
+            hint=missing_hint(missing, memory.backing_problems),
             missing=missing,
         )
     elfclass, machine = qc.elf_arch()
-    elf = ELF64 if elfclass == E.ELFCLASS64 else ELF32
     notes = vcpu_notes(qc.vcpus, elfclass=elfclass)
     info = qc.vmcoreinfo().chosen if vmcoreinfo else None
-    loads = []
     if info is not None:
         notes += info.note
-        text = kernel_text_load(info, qc.ranges) if machine == E.EM_X86_64 else None
-        loads = [text] if text else []
-    image = build_image(
-        qc.ranges, notes or minimal_notes(), elf=elf, machine=machine, virtual_loads=loads
-    )
-    with atomic_output(output, force=force) as fd:
-        write_elf(fd, image, qc.memory, progress)
+    if options.kdump:
+        from qemu_vmcore.writers import kdump
+
+        layout, method = kdump_layout(qc, ranges, notes, info, elfclass, options)
+        with atomic_output(output, force=force) as fd:
+            kdump.write_kdump(fd, layout, memory, method, flattened=options.flattened,
+                              threads=options.thread_count(), progress=progress)  # fmt: skip
+            file_size = os.fstat(fd).st_size
+    else:
+        image = elf_image(qc, ranges, notes, info, options)
+        with atomic_output(output, force=force) as fd:
+            write_elf(fd, image, memory, progress)
+        file_size = image.file_size
     return ExtractResult(
         output=output,
-        file_size=image.file_size,
-        ram_bytes=qc.ram_total,
-        ranges=len(qc.ranges),
+        file_size=file_size,
+        ram_bytes=sum(r.size for r in ranges),
+        ranges=len(ranges),
         missing=missing,
         seconds=time.monotonic() - started,
         vmcoreinfo=info,
+        format=options.format,
+        backing=tuple(memory.backing_uses()),
     )
+
+
+def elf_image(
+    qc: QemuCore,
+    ranges: list[GuestRange],
+    notes: bytes,
+    info: VmcoreInfo | None,
+    options: DumpOptions,
+) -> ElfImage:
+    """The ELF vmcore's layout: PT_LOADs of the ranges, or with ``paging``
+    of the guest's virtual mappings (QEMU's paging dump)."""
+    elfclass, machine = qc.elf_arch()
+    elf = ELF64 if elfclass == E.ELFCLASS64 else ELF32
+    mappings, loads = None, []
+    if options.paging:
+        from qemu_vmcore.guest import x86_mappings
+
+        mappings = x86_mappings.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
+        if options.filtered:
+            mappings = x86_mappings.filter_mappings(mappings, options.begin, options.end)
+    elif info is not None and machine == E.EM_X86_64:
+        text = kernel_text_load(info, ranges)
+        loads = [text] if text else []
+    return build_image(
+        ranges,
+        notes or minimal_notes(),
+        elf=elf,
+        machine=machine,
+        virtual_loads=loads,
+        mappings=mappings,
+    )
+
+
+def kdump_layout(
+    qc: QemuCore,
+    ranges: list[GuestRange],
+    notes: bytes,
+    info: VmcoreInfo | None,
+    elfclass: int,
+    options: DumpOptions,
+):
+    """The kdump-compressed file's layout and compression method."""
+    from qemu_vmcore.writers import kdump
+    from qemu_vmcore.writers.compress import METHODS, compressor
+
+    if not ranges:
+        raise VmcoreError("the guest has no RAM to dump")
+    method = METHODS[options.compression]
+    compressor(method)  # refuse now, before any output, if its library is missing
+    _, machine = qc.elf_arch()
+    layout = kdump.build_layout(
+        qc.ranges,
+        kdump.page_runs(ranges),
+        notes,
+        flag=method.flag,
+        elfclass64=elfclass == E.ELFCLASS64,
+        machine=b"x86_64" if machine == E.EM_X86_64 else b"i686",
+        nr_cpus=len(qc.vcpus),
+        phys_base=info.phys_base if info is not None else 0,
+        vmcoreinfo_note=info.note if info is not None else None,
+    )
+    return layout, method

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from qemu_vmcore.extract import ExtractResult
+from qemu_vmcore.guest.physmem import BackingUse
+from qemu_vmcore.qemu import memdevices
+from qemu_vmcore.qemu.memdevices import MemoryOwner
 from qemu_vmcore.source import QemuCore
 
 
 def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
     """Everything ``info`` shows, as plain JSON-able data (addresses as ints)."""
     stale = qc.accelerator != "tcg"
+    owners = memdevices.owners(qc.dbg, [r.mr for r in qc.ranges])
+    problems = qc.memory.backing_problems
     return {
         "core": os.fspath(qc.host.path),
         "qemu": {
@@ -44,15 +49,38 @@ def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
                 "hva": r.hva,
                 "block": r.block,
                 "region": r.region,
+                # The memory device and backend (pc-dimm, virtio-mem-pci, ...).
+                "device": owners[r.mr].as_dict(),
                 "in_core": qc.memory.coverage(r),
+                "backing_file": qc.memory.backing_file(r),
             }
             for r in qc.ranges
         ],
         "missing": [
-            {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
+            {
+                "gpa": p.gpa,
+                "end": p.end,
+                "size": p.size,
+                "why": p.kind.value,
+                "backing_file": p.path,
+                "backing_file_problem": problems.get(p.path) if p.path else None,
+            }
             for p in qc.memory.missing()
         ],
     }
+
+
+def backing_notes(uses: Iterable[BackingUse]) -> list[str]:
+    """One line per backing file guest RAM was read from."""
+    lines = []
+    for use in uses:
+        spans = ", ".join(f"{p.gpa:#x}-{p.end:#x}" for p in use.pieces[:4])
+        more = f" and {len(use.pieces) - 4} more" if len(use.pieces) > 4 else ""
+        lines.append(
+            f"note: guest RAM {spans}{more} ({_mib(use.size)}) read from its backing file "
+            f"{use.path}: shared file-backed RAM is not in the core"
+        )
+    return lines
 
 
 def _vmcoreinfo_dict(qc: QemuCore) -> dict:
@@ -72,6 +100,7 @@ def _vmcoreinfo_dict(qc: QemuCore) -> dict:
 def extract_dict(result: ExtractResult) -> dict:
     return {
         "output": os.fspath(result.output),
+        "format": result.format,
         "file_size": result.file_size,
         "ram_bytes": result.ram_bytes,
         "ranges": result.ranges,
@@ -79,6 +108,14 @@ def extract_dict(result: ExtractResult) -> dict:
         "missing": [
             {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
             for p in result.missing
+        ],
+        "backing_files": [
+            {
+                "path": use.path,
+                "size": use.size,
+                "ranges": [{"gpa": p.gpa, "end": p.end} for p in use.pieces],
+            }
+            for use in getattr(result, "backing", ())
         ],
     }
 
@@ -115,8 +152,9 @@ def print_info(data: dict) -> None:
             console.print(f"kernel       unknown: no VMCOREINFO found ({v['device']})")
     console.print(f"guest RAM    {_mib(data['ram_bytes'])} in {len(data['ranges'])} ranges")
     table = Table(box=None, pad_edge=False)
-    for col in ("guest start", "guest end", "size", "host address", "RAMBlock", "in core"):
-        table.add_column(col, justify="right" if col == "size" else "left")
+    columns = ("guest start", "guest end", "size", "host address", "RAMBlock", "device", "in core")
+    for col in columns:
+        table.add_column(col, justify="right" if col == "size" else "left", no_wrap=True)
     for r in data["ranges"]:
         table.add_row(
             f"{r['gpa']:#018x}",
@@ -124,9 +162,29 @@ def print_info(data: dict) -> None:
             _mib(r["size"]),
             f"{r['hva']:#018x}",
             r["block"],
+            _device(r["device"]),
             r["in_core"],
         )
+    console.width = max(console.width, 200)  # long device names stay on one line
     console.print(table)
+    for r in data["ranges"]:
+        if r["backing_file"]:
+            console.print(
+                f"  {r['gpa']:#x}-{r['end']:#x}: read from its backing file {r['backing_file']}",
+                soft_wrap=True,
+            )
+    for m in data["missing"]:
+        if m["backing_file"]:
+            console.print(
+                f"  {m['gpa']:#x}-{m['end']:#x}: not in the core; its backing file "
+                f"{m['backing_file']} {m['backing_file_problem']}",
+                soft_wrap=True,
+            )
+
+
+def _device(d: dict) -> str:
+    """``pc-dimm dimm1 (memory-backend-ram mem1)``: the device, then its backend."""
+    return str(MemoryOwner(**d)) or "-"
 
 
 @contextmanager

@@ -76,6 +76,7 @@ class QemuCore:
         return x86.dump_arch(self.vcpus[0].long_mode if self.vcpus else None, self.ranges)
 
     def close(self) -> None:
+        self.memory.close()
         self.host.close()
 
     def __enter__(self) -> QemuCore:
@@ -104,14 +105,19 @@ def open_qemu_core(
     qemu: Path | None = None,
     debug_file: Path | None = None,
     backend: str = "drgn",
+    backing_files: bool = True,
 ) -> QemuCore:
     """Open the core of a QEMU process and rebuild its guest's memory map.
 
+    :param backing_files: read shared file-backed guest RAM the core lacks
+        from its backing file (see :mod:`qemu_vmcore.guest.backing`).
     :raises VmcoreError: (a subclass) for every problem with the input.
     """
     host = open_core(path)
     try:
-        return _open(host, qemu=qemu, debug_file=debug_file, backend=backend)
+        return _open(
+            host, qemu=qemu, debug_file=debug_file, backend=backend, backing_files=backing_files
+        )
     except QemuStateError as e:
         host.close()
         if host.truncated:
@@ -126,7 +132,14 @@ def open_qemu_core(
         raise
 
 
-def _open(host: HostCore, *, qemu: Path | None, debug_file: Path | None, backend: str) -> QemuCore:
+def _open(
+    host: HostCore,
+    *,
+    qemu: Path | None,
+    debug_file: Path | None,
+    backend: str,
+    backing_files: bool = True,
+) -> QemuCore:
     if backend not in ("drgn", "gdb"):
         raise VmcoreError(f"unknown backend {backend!r}")
     explicit = qemu is not None or debug_file is not None
@@ -149,7 +162,7 @@ def _open(host: HostCore, *, qemu: Path | None, debug_file: Path | None, backend
         host=host,
         dbg=dbg,
         ranges=ranges,
-        memory=GuestPhysicalMemory(ranges, host),
+        memory=GuestPhysicalMemory(ranges, host, backing_files=backing_files),
         vcpus=[x86.read_state(dbg, cpu) for cpu in cpus],
         executable=dbg.executable,
     )

@@ -1,4 +1,4 @@
-"""Writing data sparsely: all-zero blocks become holes, not written bytes.
+"""Copying data sparsely: all-zero blocks become holes, not written bytes.
 
 Used wherever we copy bytes into a file whose unwritten parts read as zeros
 (the vmcore, a decompressed core): a zero block costs neither disk nor the
@@ -7,48 +7,110 @@ write. Blocks are 4 KiB, the page and file-system block size.
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable
 
 BLOCK = 4096
 _ZERO = bytes(BLOCK)
+#: The copy buffer: small enough to stay in the CPU cache between being read,
+#: searched for zero blocks and written (8 MiB measured up to twice as slow).
+CHUNK = 1 << 20
+#: Bytes per copy_file_range call: progress moves and Ctrl-C is seen promptly.
+STEP = 64 << 20
+
+
+def nonzero_runs(buf: bytes | bytearray, size: int) -> list[tuple[int, int]]:
+    """``(a, b)`` of each run of ``buf[:size]`` that is not whole zero blocks.
+
+    One C ``startswith`` per 4 KiB block, comparing in place: it stops at the
+    first non-zero byte, so a block of data costs a few bytes' compare, and
+    zero-rich data (which defeats a substring search) costs no more. A final
+    partial block of zeros counts as zero.
+    """
+    runs = []
+    start = None  # first byte of the current non-zero run
+    is_zero = buf.startswith
+    whole = size - size % BLOCK
+    for pos in range(0, whole, BLOCK):
+        if is_zero(_ZERO, pos, pos + BLOCK):
+            if start is not None:
+                runs.append((start, pos))
+                start = None
+        elif start is None:
+            start = pos
+    if whole < size and not is_zero(_ZERO[: size - whole], whole, size):
+        start = whole if start is None else start
+        runs.append((start, size))
+    elif start is not None:
+        runs.append((start, whole))
+    return runs
 
 
 def write_sparse(fd: int, offset: int, buf: bytes | bytearray, size: int) -> int:
     """Write ``buf[:size]`` at ``offset`` in ``fd``, skipping all-zero 4 KiB blocks.
 
-    Blocks are counted from ``buf``'s start, so ``offset`` should be
-    block-aligned for the skipped blocks to be real holes. Returns the number
-    of bytes written.
-
-    The search runs in C: ``find`` looks for a block's worth of zeros (on
-    non-zero data it skips ahead a block at a time), and only where it finds
-    one does Python look at block boundaries. So the cost follows the number
-    of zero runs, not of blocks.
+    ``offset`` should be block-aligned for the skipped blocks to be real
+    holes. Returns the number of bytes written.
     """
     view = memoryview(buf)
     written = 0
-    data_start = 0  # start of the data not yet written
-    search = 0
-    while True:
-        z = buf.find(_ZERO, search, size)
-        if z < 0:
-            break
-        first = -(-z // BLOCK) * BLOCK  # the first whole block in the zero run
-        end = first
-        while end + BLOCK <= size and buf.startswith(_ZERO, end, end + BLOCK):
-            end += BLOCK
-        if end == first:  # zeros, but no whole aligned block of them
-            search = first if first > z else z + 1
-            continue
-        if first > data_start:
-            written += _pwrite_all(fd, view[data_start:first], offset + data_start)
-        data_start = search = end
-    tail_start = data_start
-    if size - tail_start < BLOCK and buf.startswith(_ZERO[: size - tail_start], tail_start, size):
-        return written  # a final partial block of zeros
-    if size > tail_start:
-        written += _pwrite_all(fd, view[tail_start:size], offset + tail_start)
+    for a, b in nonzero_runs(buf, size):
+        written += _pwrite_all(fd, view[a:b], offset + a)
     return written
+
+
+def copy_sparse(
+    src: int,
+    src_off: int,
+    dst: int,
+    dst_off: int,
+    size: int,
+    progress: Callable[[int], None],
+    buf: bytearray,
+) -> None:
+    """Copy ``size`` bytes from ``src`` to ``dst`` through ``buf``, sparsely.
+
+    ``buf`` is small (1 MiB) on purpose: it is still in the CPU cache when it
+    is searched for zero blocks and written out.
+    """
+    view = memoryview(buf)
+    done = 0
+    while done < size:
+        got = os.preadv(src, [view[: min(len(buf), size - done)]], src_off + done)
+        if got == 0:
+            raise EOFError(src_off + done)
+        for a, b in nonzero_runs(buf, got):
+            _pwrite_all(dst, view[a:b], dst_off + done + a)
+        done += got
+        progress(got)
+
+
+def copy_in_kernel(
+    src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Callable[[int], None]
+) -> None:
+    """Copy ``size`` bytes with copy_file_range (pread/pwrite where unsupported)."""
+    done = 0
+    use_cfr = True
+    buf = None
+    while done < size:
+        n = min(STEP, size - done)
+        try:
+            if use_cfr:
+                got = os.copy_file_range(src, dst, n, src_off + done, dst_off + done)
+            else:
+                buf = buf or bytearray(CHUNK)
+                got = os.preadv(src, [memoryview(buf)[: min(n, CHUNK)]], src_off + done)
+                _pwrite_all(dst, memoryview(buf)[:got], dst_off + done)
+        except OSError as e:
+            if use_cfr and e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                use_cfr = False
+                continue
+            raise
+        if got == 0:
+            raise EOFError(src_off + done)
+        done += got
+        progress(got)
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> int:

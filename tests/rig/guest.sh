@@ -5,13 +5,16 @@
 #   kernel-version   e.g. 6.1.0-56-cloud-amd64
 #   kernel-package   package name and version, e.g. "linux-image-6.1.0-56-cloud-amd64 6.1.192-2"
 #   kernel-config    the kernel's /boot/config-*
-#   qemu_fw_cfg.ko   the fw_cfg module (=m in the cloud kernel; the guest
-#                    needs it to fill QEMU's vmcoreinfo device)
+#   modules/         kernel modules the guest loads (from the same kernel
+#                    package), and modules/order, their load order with
+#                    dependencies first: qemu_fw_cfg (the guest needs it to
+#                    fill QEMU's vmcoreinfo device), virtio_pci and
+#                    virtio_mem (for the virtio-mem cases)
 #   vmlinux          the kernel's debug vmlinux (for crash and drgn), from the
 #                    matching linux-image-*-dbg package (a ~283 MB download of
 #                    which only usr/lib/debug/boot/vmlinux-* is kept)
 #   vmlinux-package  package name and version of the -dbg package
-#   initramfs.cpio.gz  busybox + tests/rig/init (+ qemu_fw_cfg.ko)
+#   initramfs.cpio.gz  busybox + tests/rig/init + modules/
 #   initramfs.inputs   hash of what went into the initramfs; it is rebuilt
 #                      only when that changes
 set -euo pipefail
@@ -33,39 +36,81 @@ resolve_kernel_pkg() {
     sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-cloud-amd64\)$/\1/p' | head -1
 }
 
-if [ -f "$gdir/vmlinuz" ] && [ -s "$gdir/kernel-version" ] && [ -s "$gdir/kernel-package" ] &&
-   [ -f "$gdir/qemu_fw_cfg.ko" ]; then
+# Modules the guest's init loads (=m in the cloud kernel); their dependencies
+# are added from each module's modinfo "depends=" field.
+want_modules="qemu_fw_cfg virtio_pci virtio_mem"
+
+kernel_cached() {
+  [ -f "$gdir/vmlinuz" ] && [ -s "$gdir/kernel-version" ] && [ -s "$gdir/kernel-package" ]
+}
+modules_cached() {
+  [ -f "$gdir/modules/order" ] && [ "$(head -1 "$gdir/modules/order")" = "# $want_modules" ]
+}
+
+# install_modules DIR: copy $want_modules and their dependencies from the
+# unpacked lib/modules/<version> DIR into $gdir/modules, with their load order.
+install_modules() {
+  local dir=$1 order="" out="$tmp/modules"
+  find "$dir" -name '*.ko.xz' -exec xz -d {} +
+  find "$dir" -name '*.ko.zst' -exec zstd -q -d --rm {} +
+  mkdir -p "$out"
+  visit() {
+    local m=$1 f d
+    case " $order " in *" $m "*) return ;; esac
+    f=$(find "$dir" -name "$m.ko" | head -1)
+    [ -n "$f" ] || { log "module $m not found in the kernel package"; exit 1; }
+    for d in $(tr '\0' '\n' <"$f" | sed -n 's/^depends=//p' | tr ',' ' '); do
+      visit "$d"
+    done
+    order="$order $m"
+    install -m 0644 "$f" "$out/$m.ko"
+  }
+  for m in $want_modules; do visit "$m"; done
+  { echo "# $want_modules"; printf '%s\n' $order; } >"$out/order"
+  rm -rf "$gdir/modules" && mv "$out" "$gdir/modules"
+  log "guest modules:$order"
+}
+
+if kernel_cached && modules_cached; then
   log "guest kernel cached: $(cat "$gdir/kernel-version")"
 else
-  pkg=$(resolve_kernel_pkg)
-  if [ -z "$pkg" ]; then
-    log "linux-image-cloud-amd64 not known to apt; running apt-get update"
-    apt-get update -qq
+  if kernel_cached; then
+    # Only the modules are missing: take them from the very same package, so
+    # that the kernel (and its debug vmlinux) stay as they are.
+    read -r pkg pkg_ver <"$gdir/kernel-package"
+    want="$pkg=$pkg_ver"
+  else
     pkg=$(resolve_kernel_pkg)
+    if [ -z "$pkg" ]; then
+      log "linux-image-cloud-amd64 not known to apt; running apt-get update"
+      apt-get update -qq
+      pkg=$(resolve_kernel_pkg)
+    fi
+    [ -n "$pkg" ] || { log "cannot resolve the cloud kernel package"; exit 1; }
+    want=$pkg
   fi
-  [ -n "$pkg" ] || { log "cannot resolve the cloud kernel package"; exit 1; }
-  log "downloading $pkg"
-  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >/dev/null)
+  log "downloading $want"
+  if ! (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$want" >/dev/null); then
+    log "apt-get download failed; running apt-get update and retrying"
+    apt-get update -qq
+    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$want" >/dev/null)
+  fi
   deb=$(ls "$tmp"/*.deb)
   mkdir "$tmp/x"
   dpkg-deb --fsys-tarfile "$deb" |
     tar -x -C "$tmp/x" --wildcards './boot/vmlinuz-*' './boot/config-*' \
-      './lib/modules/*/kernel/drivers/firmware/qemu_fw_cfg.ko*'
+      './lib/modules/*/kernel/drivers/firmware/*' './lib/modules/*/kernel/drivers/virtio/*'
   vmlinuz=$(ls "$tmp"/x/boot/vmlinuz-* | head -1)
   kver=${vmlinuz##*/vmlinuz-}
-  ko=$(find "$tmp/x/lib/modules" -name 'qemu_fw_cfg.ko*' | head -1)
-  case "$ko" in
-    *.ko) ;;
-    *.ko.xz) xz -d "$ko" && ko=${ko%.xz} ;;
-    *.ko.zst) zstd -q -d --rm "$ko" && ko=${ko%.zst} ;;
-    *) log "qemu_fw_cfg module not found in $pkg"; exit 1 ;;
-  esac
-  install -m 0644 "$tmp"/x/boot/config-* "$gdir/kernel-config"
-  install -m 0644 "$ko" "$gdir/qemu_fw_cfg.ko"
-  install -m 0644 "$vmlinuz" "$gdir/vmlinuz"
-  echo "$kver" >"$gdir/kernel-version.tmp" && mv "$gdir/kernel-version.tmp" "$gdir/kernel-version"
-  echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" >"$gdir/kernel-package.tmp"
-  mv "$gdir/kernel-package.tmp" "$gdir/kernel-package"
+  install_modules "$tmp/x/lib/modules/$kver"
+  if ! kernel_cached; then
+    install -m 0644 "$tmp"/x/boot/config-* "$gdir/kernel-config"
+    install -m 0644 "$vmlinuz" "$gdir/vmlinuz"
+    echo "$kver" >"$gdir/kernel-version.tmp" && mv "$gdir/kernel-version.tmp" "$gdir/kernel-version"
+    echo "$(dpkg-deb -f "$deb" Package) $(dpkg-deb -f "$deb" Version)" >"$gdir/kernel-package.tmp"
+    mv "$gdir/kernel-package.tmp" "$gdir/kernel-package"
+  fi
+  rm -f "$deb"
   log "guest kernel $kver ($(cat "$gdir/kernel-package"))"
 fi
 
@@ -102,10 +147,10 @@ fi
 [ -x "$busybox" ] || { log "$busybox missing (install busybox-static)"; exit 1; }
 [ -f "$init_src" ] || { log "$init_src missing"; exit 1; }
 # Bump the layout version when the way the image is put together changes.
-inputs="layout=1
+inputs="layout=2
 init=$(sha256sum <"$init_src" | cut -d' ' -f1)
 busybox=$(sha256sum <"$busybox" | cut -d' ' -f1)
-qemu_fw_cfg.ko=$(sha256sum <"$gdir/qemu_fw_cfg.ko" | cut -d' ' -f1)"
+modules=$(cd "$gdir/modules" && cat order $(grep -v '^#' order | sed 's/$/.ko/') | sha256sum | cut -d' ' -f1)"
 if [ -f "$gdir/initramfs.cpio.gz" ] && [ -f "$gdir/initramfs.inputs" ] &&
    [ "$(cat "$gdir/initramfs.inputs")" = "$inputs" ]; then
   log "guest initramfs up to date"
@@ -117,7 +162,7 @@ mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,fill,tmp,lib/modules}
 install -m 0755 "$busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$init_src" "$root/init"
-install -m 0644 "$gdir/qemu_fw_cfg.ko" "$root/lib/modules/qemu_fw_cfg.ko"
+install -m 0644 "$gdir"/modules/* "$root/lib/modules/"
 # The kernel's built-in rootfs already has /dev/console; this is a fallback.
 mknod -m 0600 "$root/dev/console" c 5 1 2>/dev/null || true
 (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) |

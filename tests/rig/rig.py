@@ -6,6 +6,12 @@ print RIG-READY, pausing it, having QEMU write the guest memory over QMP
 (``dump-guest-memory``, ELF, paging off: the reference) and finally killing
 QEMU with SIGABRT so that the kernel writes QEMU's process core. In a *panic*
 case the guest panics (sysrq 'c') after RIG-READY and is paused in panic().
+A case may also run QMP commands before the pause (memory hotplug, resizing
+virtio-mem), boot no kernel at all (SeaBIOS only; ready when it finds nothing
+to boot), keep or delete files QEMU made in the case directory (a RAM
+backing file), or run under KVM: where KVM does not boot the guest, making
+the case raises RigUnavailable (remembered until the next boot) and its
+tests are skipped.
 
 The guest's debug vmlinux (for crash and drgn) is ``vmlinux()``.
 
@@ -39,6 +45,7 @@ __all__ = [
     "Case",
     "RigError",
     "QMPError",
+    "RigUnavailable",
     "QMP",
     "STANDARD_CASES",
     "RIG_DIR",
@@ -73,6 +80,10 @@ class QMPError(RigError):
     """QEMU answered a QMP command with an error."""
 
 
+class RigUnavailable(RigError):
+    """This machine cannot make the case (e.g. KVM does not boot the guest here)."""
+
+
 # --------------------------------------------------------------------------
 # specs and cases
 
@@ -89,7 +100,21 @@ class CaseSpec:
     dump_guest_core: bool = True  # -machine ...,dump-guest-core=on|off
     vmcoreinfo_device: bool = True  # -device vmcoreinfo
     reference: bool = True  # make the QMP reference dump
-    extra_args: tuple[str, ...] = ()  # extra QEMU args (dimms etc.)
+    # Extra QEMU args (dimms etc.); "{dir}" in them is the case directory.
+    extra_args: tuple[str, ...] = ()
+    # More QMP dumps of the paused guest, by name from EXTRA_REFERENCES, each
+    # written to reference-<name> (e.g. QEMU's own kdump-zlib, a paging dump).
+    extra_references: tuple[str, ...] = ()
+    mem_opts: str = ""  # appended to -m SIZE, e.g. ",slots=4,maxmem=4G"
+    accel: str = "tcg"  # "kvm": made only where KVM boots the guest, else RigUnavailable
+    # No kernel: the guest stays in SeaBIOS, which finds no boot device.
+    firmware_only: bool = False
+    # QMP commands run once the guest is ready, before `stop` (hotplug,
+    # virtio-mem resizing); ("wait-qom", {path, property, value}) polls qom-get.
+    qmp_after_ready: tuple[tuple[str, dict[str, Any]], ...] = ()
+    wait_mem_mib: int = 0  # the guest waits until MemTotal grew by this much, then fills
+    # Files of the case directory deleted once the core is written.
+    delete_after_core: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as it is stored in meta.json (tuples become lists)."""
@@ -120,6 +145,12 @@ class Case:
     qemu_src: Path  # $RIG_CACHE/qemu-<v>/src
     meta: dict  # contents of meta.json
 
+    def extra_reference(self, name: str) -> Path:
+        """The file of extra reference `name` (one of spec.extra_references)."""
+        if name not in self.spec.extra_references:
+            raise RigError(f"case {self.spec.name} has no {name!r} reference")
+        return self.dir / f"reference-{name}"
+
     @property
     def marker(self) -> str:
         """The unique string the guest wrote to its kernel log."""
@@ -130,6 +161,134 @@ class Case:
         return self.dir / "serial.log"
 
 
+#: QMP dump-guest-memory arguments of each extra reference a case can have.
+#: "kdump-zlib" is QEMU's flattened kdump (makedumpfile -R reassembles it);
+#: "filter" is an ELF dump of [FILTER_BEGIN, FILTER_BEGIN + FILTER_LENGTH):
+#: neither end on a range boundary (on pc, it would span the hole at 0xa0000).
+FILTER_BEGIN = 0x9F000
+FILTER_LENGTH = 0x3FF0000
+EXTRA_REFERENCES: dict[str, dict[str, Any]] = {
+    "kdump-zlib": {"format": "kdump-zlib", "paging": False},
+    "paging": {"format": "elf", "paging": True},
+    "filter": {"format": "elf", "paging": False, "begin": FILTER_BEGIN, "length": FILTER_LENGTH},
+}
+
+MIB = 1 << 20
+_VM0 = "/machine/peripheral/vm0"
+
+
+def _virtio_mem_case(name: str, qemu: str, machine: str) -> CaseSpec:
+    """virtio-mem with part of its 512 MiB plugged: 128 MiB at boot (the guest
+    fills memory once it has them), 320 MiB after RIG-READY."""
+    return CaseSpec(
+        name, qemu=qemu, machine=machine, mem_mib=512, smp=1, fill_mib=128,
+        mem_opts=",maxmem=2G", wait_mem_mib=32,
+        extra_args=("-object", "memory-backend-ram,id=vmem0,size=512M",
+                    "-device", "virtio-mem-pci,id=vm0,memdev=vmem0,requested-size=128M"),
+        qmp_after_ready=(
+            ("qom-set", {"path": _VM0, "property": "requested-size", "value": 320 * MIB}),
+            ("wait-qom", {"path": _VM0, "property": "size", "value": 320 * MIB}),
+        ),
+    )  # fmt: skip
+
+
+def _main_ram_backend(backend: str) -> tuple[str, ...]:
+    """Guest RAM (the machine's memory backend) from ``backend`` (id ram0)."""
+    return ("-object", f"{backend},id=ram0,size=512M", "-machine", "memory-backend=ram0")
+
+
+#: The memory layouts people run (README, "Tests"): machine types x QEMU
+#: versions x vCPUs, RAM above 4 GiB, memory devices, shared and file-backed
+#: RAM, a guest still in its firmware, KVM.
+LAYOUT_CASES: tuple[CaseSpec, ...] = (
+    CaseSpec("q72-q35-smp4", qemu="7.2", machine="q35", mem_mib=512, smp=4, fill_mib=32),
+    CaseSpec("q10-pc-smp4", qemu="10.0", machine="pc", mem_mib=512, smp=4, fill_mib=32),
+    # pc on 7.2 with 256 MiB below the PCI hole and 256 MiB above 4 GiB.
+    CaseSpec(
+        "q72-pc-hi",
+        qemu="7.2",
+        machine="pc",
+        mem_mib=512,
+        fill_mib=64,
+        extra_args=("-machine", "max-ram-below-4g=256M"),
+    ),  # fmt: skip
+    # A pc-dimm plugged at boot (device memory starts at 4 GiB).
+    CaseSpec(
+        "q10-q35-dimm",
+        qemu="10.0",
+        machine="q35",
+        mem_mib=512,
+        fill_mib=64,
+        mem_opts=",slots=4,maxmem=4G",
+        extra_args=(
+            "-object",
+            "memory-backend-ram,id=mem1,size=256M",
+            "-device",
+            "pc-dimm,id=dimm1,memdev=mem1",
+        ),
+    ),  # fmt: skip
+    # One pc-dimm plugged at boot, a second hot-plugged over QMP.
+    CaseSpec(
+        "q72-pc-dimm-hotplug",
+        qemu="7.2",
+        machine="pc",
+        mem_mib=512,
+        fill_mib=64,
+        mem_opts=",slots=4,maxmem=4G",
+        extra_args=(
+            "-object",
+            "memory-backend-ram,id=mem1,size=128M",
+            "-device",
+            "pc-dimm,id=dimm1,memdev=mem1",
+        ),
+        qmp_after_ready=(
+            ("object-add", {"qom-type": "memory-backend-ram", "id": "mem2", "size": 128 * MIB}),
+            ("device_add", {"driver": "pc-dimm", "id": "dimm2", "memdev": "mem2"}),
+        ),
+    ),  # fmt: skip
+    _virtio_mem_case("q10-q35-virtiomem", "10.0", "q35"),
+    _virtio_mem_case("q72-pc-virtiomem", "7.2", "pc"),
+    # Guest RAM in a memfd (share=on), as vhost-user setups have it.
+    CaseSpec(
+        "q10-pc-memfd",
+        qemu="10.0",
+        machine="pc",
+        mem_mib=512,
+        fill_mib=64,
+        extra_args=_main_ram_backend("memory-backend-memfd,share=on"),
+    ),  # fmt: skip
+    # Guest RAM in a shared file, which a default core leaves out: kept in the
+    # case directory, so qemu-vmcore reads it from there ...
+    CaseSpec(
+        "q10-q35-file",
+        qemu="10.0",
+        machine="q35",
+        mem_mib=512,
+        fill_mib=64,
+        extra_args=_main_ram_backend("memory-backend-file,share=on,mem-path={dir}/guest-ram"),
+    ),  # fmt: skip
+    # ... or deleted once the core is written.
+    CaseSpec(
+        "q72-pc-file-gone",
+        qemu="7.2",
+        machine="pc",
+        mem_mib=512,
+        fill_mib=64,
+        reference=False,
+        delete_after_core=("guest-ram",),
+        extra_args=_main_ram_backend("memory-backend-file,share=on,mem-path={dir}/guest-ram"),
+    ),  # fmt: skip
+    # No kernel: SeaBIOS found nothing to boot; the vCPUs never left 32-bit mode.
+    CaseSpec("q72-pc-bios", qemu="7.2", machine="pc", mem_mib=128, firmware_only=True),
+    CaseSpec("q10-q35-bios", qemu="10.0", machine="q35", mem_mib=128, smp=2, firmware_only=True),
+    # q72-pc-512 under KVM, where KVM boots the guest (see KVM_READY_TIMEOUT).
+    CaseSpec("q72-pc-kvm", qemu="7.2", machine="pc", mem_mib=512, accel="kvm"),
+)
+
+#: Cases only the benchmarks use: make_case.py (and so CI) makes them only
+#: when named, since they cost minutes and tens of GB of disk.
+BENCH_ONLY = frozenset({"q10-q35-16g"})
+
 STANDARD_CASES: dict[str, CaseSpec] = {
     s.name: s
     for s in (
@@ -137,6 +296,9 @@ STANDARD_CASES: dict[str, CaseSpec] = {
         CaseSpec("q10-q35-512", qemu="10.0", machine="q35", mem_mib=512, smp=2, fill_mib=256),
         # 4608 MiB on q35: 2 GiB below 4 GiB, 2.5 GiB above.
         CaseSpec("q10-q35-4608", qemu="10.0", machine="q35", mem_mib=4608, smp=1, fill_mib=64),
+        # The large case of the scale benchmark (bench/scale.py): 16 GiB, of which
+        # the guest writes 2 GiB. Its QMP reference alone is 16 GB (see BENCH_ONLY).
+        CaseSpec("q10-q35-16g", qemu="10.0", machine="q35", mem_mib=16384, smp=2, fill_mib=2048),
         CaseSpec(
             "q72-pc-nodump",
             qemu="7.2",
@@ -150,6 +312,16 @@ STANDARD_CASES: dict[str, CaseSpec] = {
         CaseSpec("q72-pc-panic", qemu="7.2", machine="pc", mem_mib=512, smp=2, panic=True),
         CaseSpec("q72-pc-smp2", qemu="7.2", machine="pc", mem_mib=512, smp=2, fill_mib=32),
         # No -device vmcoreinfo: QEMU's own dump then has no VMCOREINFO note.
+        # QEMU's own kdump-zlib, paging and begin/length dumps, to check ours against.
+        CaseSpec(
+            "q10-q35-formats",
+            qemu="10.0",
+            machine="q35",
+            mem_mib=512,
+            smp=2,
+            fill_mib=128,
+            extra_references=("kdump-zlib", "paging", "filter"),
+        ),
         CaseSpec(
             "q10-q35-novmci",
             qemu="10.0",
@@ -159,6 +331,7 @@ STANDARD_CASES: dict[str, CaseSpec] = {
             vmcoreinfo_device=False,
         ),
     )
+    + LAYOUT_CASES
 }
 
 
@@ -348,18 +521,12 @@ def qemu_argv(spec: CaseSpec, dir: Path, marker: str) -> list[str]:
         "-machine",
         f"{spec.machine},dump-guest-core={'on' if spec.dump_guest_core else 'off'}",
         "-accel",
-        "tcg",
+        spec.accel,
         "-m",
-        str(spec.mem_mib),
+        f"{spec.mem_mib}{spec.mem_opts}",
         "-smp",
         str(spec.smp),
-        "-kernel",
-        str(g / "vmlinuz"),
-        "-initrd",
-        str(g / "initramfs.cpio.gz"),
-        "-append",
-        f"console=ttyS0 panic=0 rig.marker={marker} rig.fill={spec.fill_mib}"
-        + (" rig.panic=1" if spec.panic else ""),
+        *_boot_args(spec, dir, marker, g),
         "-display",
         "none",
         "-nodefaults",
@@ -371,8 +538,35 @@ def qemu_argv(spec: CaseSpec, dir: Path, marker: str) -> list[str]:
     ]
     if spec.vmcoreinfo_device:
         argv += ["-device", "vmcoreinfo"]
-    argv += list(spec.extra_args)
+    argv += [a.replace("{dir}", str(dir)) for a in spec.extra_args]
     return argv
+
+
+#: SeaBIOS's last words when it finds nothing to boot (on its debug port,
+#: 0x402), the readiness line of a firmware-only case.
+FIRMWARE_READY = b"No bootable device"
+
+
+def _boot_args(spec: CaseSpec, dir: Path, marker: str, g: Path) -> list[str]:
+    if spec.firmware_only:
+        return ["-chardev", f"file,id=fwlog,path={dir / 'firmware.log'}",
+                "-device", "isa-debugcon,iobase=0x402,chardev=fwlog"]  # fmt: skip
+    append = f"console=ttyS0 panic=0 rig.marker={marker} rig.fill={spec.fill_mib}"
+    append += " rig.panic=1" if spec.panic else ""
+    append += f" rig.waitmem={spec.wait_mem_mib}" if spec.wait_mem_mib else ""
+    return ["-kernel", str(g / "vmlinuz"), "-initrd", str(g / "initramfs.cpio.gz"),
+            "-append", append]  # fmt: skip
+
+
+def case_files(spec: CaseSpec) -> list[str]:
+    """Files QEMU makes in the case directory ("{dir}/NAME" in extra_args) that stay."""
+    names = []
+    for arg in spec.extra_args:
+        for part in arg.split(","):
+            _, sep, rest = part.partition("{dir}/")
+            if sep and rest and rest not in spec.delete_after_core:
+                names.append(rest)
+    return names
 
 
 @contextmanager
@@ -419,6 +613,16 @@ def _valid_cached(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case | N
         not case.reference.is_file() or case.reference.stat().st_size != meta["reference"]["size"]
     ):
         return None
+    extra = meta.get("extra_references") or {}
+    for name in spec.extra_references:
+        path = case.extra_reference(name)
+        if name not in extra or not path.is_file() or path.stat().st_size != extra[name]["size"]:
+            return None
+    files = meta.get("files") or {}
+    for name in case_files(spec):
+        path = d / name
+        if name not in files or not path.is_file() or path.stat().st_size != files[name]["size"]:
+            return None
     return case
 
 
@@ -446,7 +650,53 @@ def ensure_case(spec: CaseSpec, force: bool = False) -> Case:
             case = _valid_cached(spec, guest, stamp)
             if case is not None:
                 return case
+            _check_unavailable(spec, guest, stamp)
         return _make_case(spec, guest, stamp)
+
+
+# -- cases this machine cannot make (KVM) ------------------------------------
+
+#: How long a KVM guest may take to boot before KVM counts as not working
+#: here (TCG boots the rig guest in about 5 s).
+KVM_READY_TIMEOUT = 90.0
+#: What QEMU prints when KVM cannot run the guest (e.g. nested KVM's
+#: emulation failures); QEMU then pauses the guest, so stop waiting at once.
+KVM_FAILURE_LINES = (b"KVM internal error", b"emulation failure", b"Could not access KVM")
+
+
+def _unavailable_file(spec: CaseSpec) -> Path:
+    return cases_dir() / f".{spec.name}.unavailable.json"
+
+
+def _unavailable_key(spec: CaseSpec, guest: dict[str, str], stamp: str) -> dict[str, Any]:
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return {"spec": spec.as_dict(), "boot_id": boot_id, "stamp": stamp, **guest}
+
+
+def _check_unavailable(spec: CaseSpec, guest: dict[str, str], stamp: str) -> None:
+    """Raise RigUnavailable if making `spec` already failed that way since this boot."""
+    if spec.accel == "tcg":
+        return
+    try:
+        noted = json.loads(_unavailable_file(spec).read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    if noted.get("key") == _unavailable_key(spec, guest, stamp):
+        raise RigUnavailable(
+            f"{noted['reason']} (found on {noted['when']}; delete "
+            f"{_unavailable_file(spec)} to try again)"
+        )
+
+
+def _unavailable(spec: CaseSpec, guest: dict[str, str], stamp: str, reason: str) -> RigError:
+    """Note (for this boot) that `spec` cannot be made here; the error to raise."""
+    note = {
+        "key": _unavailable_key(spec, guest, stamp),
+        "reason": reason,
+        "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    _unavailable_file(spec).write_text(json.dumps(note, indent=2) + "\n")
+    return RigUnavailable(reason)
 
 
 def _file_sizes(p: Path) -> dict[str, int]:
@@ -518,6 +768,83 @@ def _wait_for_panic(serial: Path, proc: subprocess.Popen, timeout: float) -> dic
     }
 
 
+def _extra_references(qmp: QMP, spec: CaseSpec, d: Path, timeout: float) -> dict[str, Any]:
+    """Write each of the spec's extra references with QMP; what meta.json records."""
+    out: dict[str, Any] = {}
+    for name in spec.extra_references:
+        arguments = dict(EXTRA_REFERENCES[name])
+        path = d / f"reference-{name}"
+        t = time.monotonic()
+        qmp.execute("dump-guest-memory", {**arguments, "protocol": f"file:{path}"}, timeout=timeout)
+        seconds = time.monotonic() - t
+        out[name] = {
+            "path": path.name,
+            "arguments": arguments,
+            "seconds": round(seconds, 3),
+            **_file_sizes(path),
+        }
+    return out
+
+
+def _wait_ready(spec: CaseSpec, d: Path, proc: subprocess.Popen, t0: float, timeout: float) -> None:
+    """Wait for the guest's readiness line: RIG-READY on its console, or, with
+    no kernel, SeaBIOS giving up on its debug port.
+
+    :raises RigError: QEMU exited, failed (KVM), or the guest was not ready in time.
+    """
+    watch, line = (d / "firmware.log", FIRMWARE_READY) if spec.firmware_only else (
+        d / "serial.log", b"RIG-READY")  # fmt: skip
+    if spec.accel != "tcg":
+        timeout = min(timeout, KVM_READY_TIMEOUT)
+    while True:
+        if watch.exists() and line in watch.read_bytes():
+            return
+        log = (d / "qemu.log").read_bytes()
+        failed = next((x for x in KVM_FAILURE_LINES if x in log), None)
+        if proc.poll() is not None or failed:
+            what = f"exited ({proc.returncode})" if failed is None else f"said {failed.decode()!r}"
+            raise RigError(
+                f"QEMU {what} before {line.decode()}\n"
+                f"qemu.log:\n{_tail(d / 'qemu.log')}\n{watch.name}:\n{_tail(watch)}"
+            )
+        if time.monotonic() - t0 > timeout:
+            empty = not watch.exists() or watch.stat().st_size == 0
+            seen = f"{watch.name} is empty" if empty else f"{watch.name}:\n{_tail(watch)}"
+            raise RigError(
+                f"guest not ready after {timeout:.0f} s; {seen}\nqemu.log:\n{_tail(d / 'qemu.log')}"
+            )
+        time.sleep(0.25)
+
+
+#: How long a "wait-qom" step waits for the property by default (seconds).
+QOM_WAIT_TIMEOUT = 120.0
+
+
+def _run_qmp_steps(qmp: QMP, steps: tuple[tuple[str, dict[str, Any]], ...]) -> list[dict]:
+    """Run a case's QMP steps; what meta.json records of them.
+
+    ("wait-qom", {"path", "property", "value"[, "timeout"]}) polls qom-get
+    until the property has the value (e.g. virtio-mem's ``size`` once the
+    guest plugged what ``requested-size`` asks for).
+    """
+    out = []
+    for command, arguments in steps:
+        t = time.monotonic()
+        if command == "wait-qom":
+            want, timeout = arguments["value"], arguments.get("timeout", QOM_WAIT_TIMEOUT)
+            query = {"path": arguments["path"], "property": arguments["property"]}
+            while (got := qmp.execute("qom-get", query)) != want:
+                if time.monotonic() - t > timeout:
+                    raise RigError(f"{query} is {got!r}, not {want!r}, after {timeout:.0f} s")
+                time.sleep(0.25)
+            result: Any = got
+        else:
+            result = qmp.execute(command, arguments)
+        out.append({"command": command, "arguments": arguments, "return": result,
+                    "seconds": round(time.monotonic() - t, 3)})  # fmt: skip
+    return out
+
+
 def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
     pattern = _check_core_pattern()
     d = case_dir(spec.name)
@@ -525,7 +852,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
         shutil.rmtree(d)
     d.mkdir(parents=True)
     # reference (~RAM size) plus a core of up to RAM size plus QEMU itself
-    need = (spec.mem_mib * (2 if spec.reference else 1) + 1024) << 20
+    need = (spec.mem_mib * (2 + len(spec.extra_references) if spec.reference else 1) + 1024) << 20
     free = shutil.disk_usage(d).free
     if free < need:
         raise RigError(
@@ -557,19 +884,13 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
     aborted = False
     try:
         # 1. wait for the guest
-        while True:
-            if serial.exists() and b"RIG-READY" in serial.read_bytes():
-                break
-            if proc.poll() is not None:
-                raise RigError(
-                    f"QEMU exited ({proc.returncode}) before RIG-READY\n"
-                    f"qemu.log:\n{_tail(d / 'qemu.log')}\nserial.log:\n{_tail(serial)}"
-                )
-            if time.monotonic() - t0 > ready_timeout:
-                raise RigError(
-                    f"guest not ready after {ready_timeout:.0f} s\nserial.log:\n{_tail(serial)}"
-                )
-            time.sleep(0.25)
+        try:
+            _wait_ready(spec, d, proc, t0, ready_timeout)
+        except RigError as e:
+            if spec.accel == "tcg":
+                raise
+            reason = f"{spec.accel} does not run the guest here: {e}"
+            raise _unavailable(spec, guest, stamp, reason) from None
         t_ready = time.monotonic()
         panic_info = _wait_for_panic(serial, proc, timeout=60.0) if spec.panic else None
         serial_text = serial.read_text(errors="replace")
@@ -580,6 +901,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
         qmp = QMP(qmp_sock)
         qmp_info: dict[str, Any] = {"greeting": qmp.greeting}
         qmp_info["version"] = qmp.execute("query-version")
+        qmp_info["after_ready"] = _run_qmp_steps(qmp, spec.qmp_after_ready)
         qmp_info["status_before_stop"] = qmp.execute("query-status")
         qmp.execute("stop")
         qmp_info["status"] = qmp.execute("query-status")
@@ -594,6 +916,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
             )
             dump_seconds = time.monotonic() - t
             qmp_info["query_dump"] = qmp.execute("query-dump")
+        extra_refs = _extra_references(qmp, spec, d, dump_timeout)
         qmp_info["events"] = qmp.events
         qmp.close()
         qmp = None
@@ -624,6 +947,8 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
         with open(core, "rb") as f:
             if f.read(4) != b"\x7fELF":
                 raise RigError(f"{core} is not an ELF file")
+        for name in spec.delete_after_core:  # e.g. a backing file that is "gone"
+            (d / name).unlink()
     except BaseException:
         if qmp is not None:
             qmp.close()
@@ -666,6 +991,8 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
             if spec.reference
             else None
         ),
+        "extra_references": extra_refs,
+        "files": {name: _file_sizes(d / name) for name in case_files(spec)},
         "created": created,
         "host": {"kernel": platform.release(), "core_pattern": pattern},
     }

@@ -92,7 +92,7 @@ def test_ram_left_out_on_purpose_is_missing(tmp_path):
 
 def test_piece_kinds_name_their_cause():
     assert {k.value for k in PieceKind} >= {"data", "not dumped", "truncated", "unmapped"}
-    assert [k for k in PieceKind if k.present] == [DATA, UNTOUCHED]
+    assert [k for k in PieceKind if k.present] == [DATA, UNTOUCHED, PieceKind.BACKING_FILE]
 
 
 def test_read(ram):
@@ -337,11 +337,10 @@ def two_files(tmp_path):
 
 def test_copy_range_copies_and_leaves_zero_pages_as_holes(monkeypatch, two_files):
     src, dst, content = two_files
-    monkeypatch.setattr(physmem, "COPY_CHUNK", 1000)
     done = []
     copy_range(src, 0, dst, 0, len(content), done.append)
     assert os.pread(dst, len(content), 0) == content
-    assert done == [1000] * (len(content) // 1000) + [len(content) % 1000]
+    assert sum(done) == len(content)
 
 
 def test_copy_range_writes_no_zero_page(monkeypatch, tmp_path):
@@ -392,3 +391,48 @@ def test_copy_range_past_the_end_of_the_source(two_files):
         copy_range(src, len(content) - 10, dst, 0, 100, done.append)
     assert f"{len(content):#x}" in info.value.message
     assert sum(done) == 10
+
+
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP])
+def test_copy_whole_falls_back_to_pread_pwrite(monkeypatch, two_files, code):
+    src, dst, content = two_files
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    done = []
+    physmem.copy_whole(src, 0, dst, 0, len(content), done.append)
+    assert len(calls) == 1  # not retried once it failed
+    assert os.pread(dst, len(content), 0) == content
+    assert sum(done) == len(content)
+
+
+def test_copy_whole_out_of_space_is_an_output_error(monkeypatch, two_files):
+    src, dst, _ = two_files
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    with pytest.raises(OutputError, match="cannot write the vmcore"):
+        physmem.copy_whole(src, 0, dst, 0, PAGE, lambda n: None)
+
+
+def test_small_copies_go_through_the_kernel_large_ones_skip_zero_pages(monkeypatch, tmp_path):
+    data = synth.pattern(PAGE, seed=5) + bytes(PAGE)  # one data page, one zero page
+    (tmp_path / "src").write_bytes(data)
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    try:
+        for threshold, runs in ((1 << 30, [(0, 2 * PAGE)]), (0, [(0, PAGE)])):
+            monkeypatch.setattr(physmem, "ZERO_SCAN_FROM", threshold)
+            dst = os.open(tmp_path / f"dst{threshold}", os.O_RDWR | os.O_CREAT)
+            os.ftruncate(dst, len(data))
+            physmem.run_copies(src, dst, [CopyJob(0, 0, len(data))], lambda n: None)
+            assert os.pread(dst, len(data), 0) == data
+            assert data_runs(dst, 0, len(data)) == runs
+            os.close(dst)
+    finally:
+        os.close(src)

@@ -24,8 +24,8 @@ from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import VmcoreError
 
 USAGE = (
-    "usage: dump-guest-memory [-f|--force] [--allow-missing] [--no-vmcoreinfo] [-q|--quiet] "
-    "FILE [ARCH]"
+    "usage: dump-guest-memory [-f|--force] [--allow-missing] [--no-vmcoreinfo] "
+    "[--no-backing-files] [-q|--quiet] FILE [ARCH]"
 )
 PREFIX = "dump-guest-memory: "
 
@@ -58,6 +58,7 @@ def _parser() -> _Parser:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--allow-missing", action="store_true")
     p.add_argument("--no-vmcoreinfo", action="store_true")
+    p.add_argument("--no-backing-files", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-h", "--help", action="store_true")
@@ -260,7 +261,8 @@ def run(args: argparse.Namespace, warnings: list[str]):
     core_path = core_in_gdb()
     check_target(output, force=args.force)  # refuse before the slow part
     given = executable_given(core_path)
-    with open_qemu_core(core_path, qemu=given, backend="gdb") as qc:
+    backing = not args.no_backing_files
+    with open_qemu_core(core_path, qemu=given, backend="gdb", backing_files=backing) as qc:
         if not args.quiet:
             for line in ram_table(qc):
                 _write(line)
@@ -286,6 +288,10 @@ def run(args: argparse.Namespace, warnings: list[str]):
             f"({piece.kind.value}); written as zeros",
             gdb.STDERR,
         )
+    from qemu_vmcore.report import backing_notes
+
+    for line in backing_notes(result.backing):
+        _write(line, gdb.STDERR)
     if not args.quiet:
         _write(
             f"wrote {result.output}: {result.ranges} ranges, {result.ram_bytes:,} bytes of "
@@ -336,6 +342,8 @@ long mode, 386 otherwise (the names QEMU's own dump-guest-memory.py takes).
   -f, --force       replace FILE if it exists
   --allow-missing   write zeros for guest RAM the core lacks, instead of failing
   --no-vmcoreinfo   do not look for the guest kernel's VMCOREINFO
+  --no-backing-files  do not read shared file-backed RAM the core lacks
+                    from its backing file (it is then missing)
   -q, --quiet       no RAM table, progress or summary
   --debug           show a Python traceback for unexpected errors
 

@@ -74,6 +74,7 @@ def _options(args) -> list[str]:
         ("--force", args.force),
         ("--allow-missing", args.allow_missing),
         ("--no-vmcoreinfo", args.no_vmcoreinfo),
+        ("--no-backing-files", getattr(args, "no_backing_files", False)),
         ("--debug", args.debug),
     ):
         if on:

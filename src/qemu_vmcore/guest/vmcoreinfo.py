@@ -217,16 +217,23 @@ def verify(mem: GuestPhysicalMemory, info: VmcoreInfo, roots: Roots = ()) -> boo
 def scan_candidates(mem: GuestPhysicalMemory, host_fd: int) -> Iterator[int]:
     """Guest-physical addresses of every ``VMCOREINFO`` note header in guest RAM.
 
-    Looks only at the data the core holds (holes are zeros), through one
-    read-only mapping of the core file, so the scan costs no copying.
+    Looks only at the data the core (or a backing file) holds: holes are
+    zeros. Each file is scanned through one read-only mapping, so the scan
+    costs no copying.
     """
-    with mmap.mmap(host_fd, 0, access=mmap.ACCESS_READ) as m:
-        for gpa, file_offset, size in mem.data_spans():
+    maps: dict[int, mmap.mmap] = {}
+    try:
+        for gpa, fd, file_offset, size in mem.file_spans():
+            if fd not in maps:
+                maps[fd] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
             # One compiled pattern matches the whole note start, so every hit
             # is a candidate (and counts against MAX_CANDIDATES): RAM filled
             # with near-misses costs the regex engine, not a Python loop.
-            for hit in _NOTE_START.finditer(m, file_offset, file_offset + size):
+            for hit in _NOTE_START.finditer(maps[fd], file_offset, file_offset + size):
                 yield gpa + (hit.start() - file_offset)
+    finally:
+        for m in maps.values():
+            m.close()
 
 
 @dataclass

@@ -3,10 +3,11 @@
 This mirrors what QMP ``dump-guest-memory`` does through
 ``guest_phys_blocks_append()`` (system/memory_mapping.c): walk the FlatView of
 ``address_space_memory``, keep RAM that is neither ``ram_device`` nor
-``nonvolatile``, and join a range to its predecessor only when it continues it
-in guest-physical *and* host-virtual address space *and* belongs to the same
-MemoryRegion. Following those rules exactly gives the same PT_LOAD set as
-QEMU's own dump.
+``nonvolatile`` (of a virtio-mem region only the plugged parts, see
+:mod:`~qemu_vmcore.qemu.virtio_mem`), and join a range to its predecessor only
+when it continues it in guest-physical *and* host-virtual address space *and*
+belongs to the same MemoryRegion. Following those rules exactly gives the
+same PT_LOAD set as QEMU's own dump.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
-from qemu_vmcore.qemu import state, versions
+from qemu_vmcore.qemu import state, versions, virtio_mem
 
 #: A FlatView of a real machine has tens of ranges; a corrupt ``nr`` must not
 #: make us read (or allocate for) billions.
@@ -37,6 +38,8 @@ class GuestRange:
     :param mr: the MemoryRegion's address, the identity used for joining.
     :param dumpable: QEMU left this RAM dumpable (no MADV_DONTDUMP from
         ``dump-guest-core=off`` or a backend's ``dump=off``).
+    :param shared: the RAMBlock is a shared mapping (``RAM_SHARED``: a
+        ``share=on`` memory backend), so a file it maps holds its bytes.
     """
 
     gpa: int
@@ -46,6 +49,7 @@ class GuestRange:
     region: str
     mr: int
     dumpable: bool = True
+    shared: bool = False
 
     @property
     def size(self) -> int:
@@ -64,6 +68,7 @@ class RamSection:
     region: str
     mr: int
     dumpable: bool = True
+    shared: bool = False
 
 
 def read_int128(dbg: Debugger, value: Value) -> int:
@@ -94,24 +99,31 @@ def flat_ram_sections(dbg: Debugger) -> list[RamSection]:
     machine_dumps = state.dump_guest_core(dbg)
     out = []
     for i in range(nr):
-        section = _ram_section(dbg, ranges.index(i), machine_dumps)
-        if section is not None:
-            out.append(section)
+        out += _ram_sections(dbg, ranges.index(i), machine_dumps)
     return out
 
 
-def _ram_section(dbg: Debugger, fr: Value, machine_dumps: bool) -> RamSection | None:
+def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool) -> list[RamSection]:
+    """The sections QEMU's dump listener adds for one FlatRange: none, the
+    range itself, or (virtio-mem) its populated parts."""
     mr = fr.member("mr")
     if not int(mr.member("ram")):
-        return None
+        return []
     for flag in versions.MR_EXCLUDING_FLAGS:
         if mr.has_member(flag) and int(mr.member(flag)):
-            return None
-    if mr.has_member(versions.MR_DISCARD_MANAGER) and int(mr.member(versions.MR_DISCARD_MANAGER)):
-        raise QemuStateError(
-            f"memory region {mr.member('name').string()!r} has a RamDiscardManager "
-            "(virtio-mem); dumping only its plugged blocks is not supported yet"
-        )
+            return []
+    whole = _ram_section(dbg, fr, mr, machine_dumps)
+    rdm = virtio_mem.discard_manager(mr)
+    if not rdm:
+        return [whole]
+    offset = int(fr.member("offset_in_region"))
+    return [
+        replace(whole, gpa=whole.gpa + (part - offset), size=size, hva=whole.hva + (part - offset))
+        for part, size in virtio_mem.populated_parts(dbg, rdm, mr, offset, whole.size)
+    ]
+
+
+def _ram_section(dbg: Debugger, fr: Value, mr: Value, machine_dumps: bool) -> RamSection:
     start = read_int128(dbg, fr.member("addr").member("start"))
     size = read_int128(dbg, fr.member("addr").member("size"))
     if not (0 <= start < U64 and 0 < size and start + size <= U64):
@@ -137,6 +149,7 @@ def _ram_section(dbg: Debugger, fr: Value, machine_dumps: bool) -> RamSection | 
         region=mr.member("name").string(),
         mr=int(mr),
         dumpable=machine_dumps and _backend_dumps(dbg, target),
+        shared=bool(int(block.member("flags")) & versions.RAM_SHARED),
     )
 
 
@@ -181,7 +194,9 @@ def join_sections(sections: list[RamSection]) -> list[GuestRange]:
             out[-1] = replace(prev, end=s.gpa + s.size)
         else:
             out.append(
-                GuestRange(s.gpa, s.gpa + s.size, s.hva, s.block, s.region, s.mr, s.dumpable)
+                GuestRange(
+                    s.gpa, s.gpa + s.size, s.hva, s.block, s.region, s.mr, s.dumpable, s.shared
+                )
             )
     return out
 

@@ -39,6 +39,27 @@ MR_EXCLUDING_FLAGS = ("ram_device", "nonvolatile")
 #: MemoryRegion member holding a RamDiscardManager (virtio-mem), QEMU 6.1+.
 MR_DISCARD_MANAGER = "rdm"
 
+#: The one RamDiscardManager of 7.2 and 10.0: the virtio-mem device
+#: (QEMU 6.1, "virtio-mem: Implement RamDiscardManager interface"), its QOM
+#: type and C struct. Its ``bitmap``/``bitmap_size``/``block_size`` and the
+#: plugged-section loop are the same in 7.2 and 10.0; 8.2's
+#: ``dynamic-memslots=on`` maps the backend through aliases, which the
+#: FlatView resolves to the backend's region, so the same rule holds.
+VIRTIO_MEM_TYPE = "virtio-mem"
+VIRTIO_MEM_STRUCT = "VirtIOMEM"
+
+#: RAMBlock.flags bit of a shared mapping (include/exec/memory.h, 2.x on).
+RAM_SHARED = 1 << 1
+
+#: Where an x86 machine's ACPI PM device (``X86MachineState.acpi_dev``,
+#: QEMU 4.2+) keeps its memory hotplug state (MemHotplugState, one MemStatus
+#: per DIMM slot), by the PM device's QOM type: PIIX4 for pc, ICH9 LPC for
+#: q35. The same in 7.2 and 10.0.
+ACPI_MEMORY_HOTPLUG: dict[str, tuple[str, tuple[str, ...]]] = {
+    "PIIX4_PM": ("PIIX4PMState", ("acpi_memory_hotplug",)),
+    "ICH9-LPC": ("ICH9LPCState", ("pm", "acpi_memory_hotplug")),
+}
+
 
 def pick_variable(dbg: Debugger, alternatives: tuple[Alternative, ...]) -> str:
     """The first of ``alternatives`` that this QEMU build defines.

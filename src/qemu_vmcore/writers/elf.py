@@ -17,12 +17,14 @@ For paging=false QEMU writes p_vaddr = p_paddr; so do we.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
+from qemu_vmcore.guest.x86_mappings import Mapping
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE_SIZE = 4096
@@ -93,27 +95,40 @@ def build_image(
     elf: ElfClass = ELF64,
     machine: int = E.EM_X86_64,
     virtual_loads: Sequence[VirtualLoad] = (),
+    mappings: Sequence[Mapping] | None = None,
 ) -> ElfImage:
     """Lay out an ELF vmcore holding ``ranges``, the ``notes`` blob and
-    ``virtual_loads`` (placed after the RAM PT_LOADs)."""
-    phnum = 1 + len(ranges) + len(virtual_loads)
+    ``virtual_loads`` (placed after the RAM PT_LOADs).
+
+    With ``mappings`` (paging), the PT_LOADs are the mappings instead of the
+    ranges, as QEMU writes them with paging: each points at the RAM of the
+    range holding its first physical address, its file size clipped to that
+    range (0 when its start is in none); the RAM is laid out all the same.
+    """
+    if mappings is not None:
+        mappings = _fitting(mappings, elf)
+    phnum = 1 + (len(ranges) if mappings is None else len(mappings)) + len(virtual_loads)
     xnum = phnum >= E.PN_XNUM
     phoff = elf.ehdr.size
     shoff = phoff + phnum * elf.phdr.size if xnum else 0
     notes_offset = phoff + phnum * elf.phdr.size + (elf.shdr.size if xnum else 0)
     data_offset = E.align_up(notes_offset + len(notes), PAGE_SIZE)
 
-    placements, phdrs = [], [E.Phdr(E.PT_NOTE, 0, notes_offset, 0, 0, len(notes), len(notes), 0)]
-    offset = data_offset
+    placements, offset = [], data_offset
     for r in ranges:
         placements.append(Placement(r, offset))
-        phdrs.append(E.Phdr(E.PT_LOAD, 0, offset, r.gpa, r.gpa, r.size, r.size, 0))
         offset += r.size
+    if mappings is None:
+        loads = [E.Phdr(E.PT_LOAD, 0, p.file_offset, p.range.gpa, p.range.gpa,
+                        p.range.size, p.range.size, 0) for p in placements]  # fmt: skip
+    else:
+        loads = _mapping_loads(placements, mappings)
     for v in virtual_loads:
         place = next(p for p in placements if p.range.gpa <= v.gpa < p.range.end)
         size = min(v.size, place.range.end - v.gpa)
         at = place.file_offset + (v.gpa - place.range.gpa)
-        phdrs.append(E.Phdr(E.PT_LOAD, 0, at, v.vaddr, v.gpa, size, size, 0))
+        loads.append(E.Phdr(E.PT_LOAD, 0, at, v.vaddr, v.gpa, size, size, 0))
+    phdrs = [E.Phdr(E.PT_NOTE, 0, notes_offset, 0, 0, len(notes), len(notes), 0), *loads]
 
     ehdr = elf.ehdr.pack(
         E.ident(elf.elfclass),
@@ -138,6 +153,28 @@ def build_image(
         head += elf.shdr.pack(0, 0, 0, 0, 0, 0, 0, phnum, 0, 0)
     head += notes
     return ElfImage(bytes(head), placements, offset)
+
+
+def _fitting(mappings: Sequence[Mapping], elf: ElfClass) -> list[Mapping]:
+    """The mappings an ELF file of class ``elf`` can hold (ELF32: below 4 GiB)."""
+    if elf.elfclass == E.ELFCLASS64:
+        return list(mappings)
+    return [m for m in mappings if m.vaddr + m.size <= 1 << 32 and m.end <= 1 << 32]
+
+
+def _mapping_loads(placements: Sequence[Placement], mappings: Sequence[Mapping]) -> list[E.Phdr]:
+    """One PT_LOAD per mapping, by QEMU's get_offset_range() rules."""
+    starts = [p.range.gpa for p in placements]
+    loads = []
+    for m in mappings:
+        i = bisect.bisect_right(starts, m.paddr) - 1
+        offset = filesz = 0
+        if i >= 0 and m.paddr < placements[i].range.end:
+            place = placements[i]
+            offset = place.file_offset + (m.paddr - place.range.gpa)
+            filesz = min(m.size, place.range.end - m.paddr)
+        loads.append(E.Phdr(E.PT_LOAD, 0, offset, m.vaddr, m.paddr, filesz, m.size, 0))
+    return loads
 
 
 def write_elf(fd: int, image: ElfImage, memory: GuestPhysicalMemory, progress: Progress) -> None:
