@@ -21,6 +21,10 @@ from qemu_vmcore.hostcore import HostCore
 
 T = TypeVar("T")
 
+#: GCC numbers function-local statics "name.N" per translation unit; a few
+#: dozen is far more than any QEMU source file has.
+MAX_STATIC_SUFFIX = 64
+
 DEBUG_INFO_HINT = (
     "install QEMU's debug symbols (Debian/Ubuntu: the qemu-system-x86-dbgsym package from "
     "the debug archive; Fedora: dnf debuginfo-install qemu-system-x86-core), set "
@@ -152,13 +156,12 @@ class DrgnDebugger:
 
     def static_local(self, function: str, name: str, type_name: str) -> DrgnValue | None:
         # drgn indexes no function-scope statics; GCC emits them as local ELF
-        # symbols named "name.N", which drgn's symbol table has.
-        prefix = name + "."
-        for sym in self.prog.symbols():
-            if sym.name == name or (
-                sym.name.startswith(prefix) and sym.name[len(prefix) :].isdigit()
-            ):
-                return self.object_at(type_name, sym.address)
+        # symbols named "name.N". Exact lookups of the likely names are
+        # cheaper than walking the whole symbol table in Python.
+        for candidate in (name, *(f"{name}.{n}" for n in range(MAX_STATIC_SUFFIX))):
+            found = self.prog.symbols(candidate)
+            if found:
+                return self.object_at(type_name, found[0].address)
         return None
 
     def object_at(self, type_name: str, address: int) -> DrgnValue:
