@@ -73,3 +73,14 @@ class Debugger(Protocol):
     def read(self, address: int, size: int) -> bytes:
         """``size`` raw bytes at ``address`` in QEMU's address space."""
         ...
+
+
+def describe_access(op: str, args: tuple[object, ...]) -> str:
+    """How a failed Value operation reads in an error: ``.name``, ``[i]``, ``(deref)``."""
+    if op == "member":
+        return f".{args[0]}"
+    if op == "index":
+        return f"[{args[0]}]"
+    if op == "deref":
+        return " (deref)"
+    return ""

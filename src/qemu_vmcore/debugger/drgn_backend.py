@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import drgn
 
+from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import DebugInfoError, QemuStateError
 from qemu_vmcore.hostcore import HostCore
 
@@ -41,26 +42,16 @@ def _faults(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(self, *args)
         except drgn.FaultError as e:
             raise QemuStateError(
-                f"cannot read {self._expr}{_describe(fn.__name__, args)}: "
+                f"cannot read {self._expr}{describe_access(fn.__name__, args)}: "
                 f"address {e.address:#x} is not in the core",
                 address=e.address,
             ) from None
         except (LookupError, TypeError, ValueError) as e:
             raise QemuStateError(
-                f"unexpected QEMU data at {self._expr}{_describe(fn.__name__, args)}: {e}"
+                f"unexpected QEMU data at {self._expr}{describe_access(fn.__name__, args)}: {e}"
             ) from None
 
     return wrapper
-
-
-def _describe(op: str, args: tuple[object, ...]) -> str:
-    if op == "member":
-        return f".{args[0]}"
-    if op == "index":
-        return f"[{args[0]}]"
-    if op == "deref":
-        return " (deref)"
-    return ""
 
 
 class DrgnValue:

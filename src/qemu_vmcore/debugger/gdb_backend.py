@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import gdb
 
+from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import DebugInfoError, QemuStateError
 from qemu_vmcore.hostcore import HostCore
 
@@ -53,25 +54,15 @@ def _faults(fn: Callable[..., T]) -> Callable[..., T]:
             address = _fault_address(e)
             where = f"address {address:#x} is not in the core" if address is not None else e
             raise QemuStateError(
-                f"cannot read {self._expr}{_describe(fn.__name__, args)}: {where}",
+                f"cannot read {self._expr}{describe_access(fn.__name__, args)}: {where}",
                 address=address,
             ) from None
         except (gdb.error, LookupError, TypeError, ValueError) as e:
             raise QemuStateError(
-                f"unexpected QEMU data at {self._expr}{_describe(fn.__name__, args)}: {e}"
+                f"unexpected QEMU data at {self._expr}{describe_access(fn.__name__, args)}: {e}"
             ) from None
 
     return wrapper
-
-
-def _describe(op: str, args: tuple[object, ...]) -> str:
-    if op == "member":
-        return f".{args[0]}"
-    if op == "index":
-        return f"[{args[0]}]"
-    if op == "deref":
-        return " (deref)"
-    return ""
 
 
 def _has_field(t: gdb.Type, name: str) -> bool:

@@ -16,6 +16,7 @@ import enum
 import errno
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import MissingMemoryError, OutputError
@@ -313,10 +314,11 @@ def run_copies(src: int, dst: int, jobs: list[CopyJob], progress: Progress) -> N
         copy_range(src if j.fd is None else j.fd, j.src, dst, j.dst, j.size, progress, buf)
 
 
-def copy_whole(src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Progress):
-    """Copy ``size`` bytes in the kernel (copy_file_range), zero pages included."""
+@contextmanager
+def _copy_errors() -> Iterator[None]:
+    """Map a short source and a full destination to our errors."""
     try:
-        copy_in_kernel(src, src_off, dst, dst_off, size, progress)
+        yield
     except EOFError as e:
         raise MissingMemoryError(
             f"the core file ended early at offset {e.args[0]:#x}; was it truncated?"
@@ -325,6 +327,12 @@ def copy_whole(src: int, src_off: int, dst: int, dst_off: int, size: int, progre
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise OutputError(f"cannot write the vmcore: {e.strerror}") from None
         raise
+
+
+def copy_whole(src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Progress):
+    """Copy ``size`` bytes in the kernel (copy_file_range), zero pages included."""
+    with _copy_errors():
+        copy_in_kernel(src, src_off, dst, dst_off, size, progress)
 
 
 def copy_range(
@@ -341,15 +349,7 @@ def copy_range(
     Guest RAM the guest zeroed (a freshly allocated page, an init_on_alloc
     kernel) is data in the core but zeros in the guest; copying it sparsely
     keeps the vmcore at the size of the guest's non-zero pages (a third
-    smaller on the 4608 MiB rig case) for about the cost of copy_file_range.
+    smaller on the 4608 MiB rig case).
     """
-    try:
+    with _copy_errors():
         copy_sparse(src, src_off, dst, dst_off, size, progress, buf or bytearray(CHUNK))
-    except EOFError as e:
-        raise MissingMemoryError(
-            f"the core file ended early at offset {e.args[0]:#x}; was it truncated?"
-        ) from None
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OutputError(f"cannot write the vmcore: {e.strerror}") from None
-        raise
