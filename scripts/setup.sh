@@ -15,7 +15,7 @@ bash tests/rig/setup-apt.sh
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,lzo]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import qemu_vmcore, drgn, rich, elftools" # fail early if the install did not work
 # pip compiles bytecode on a normal install but not for an editable one, and
 # PYTHONDONTWRITEBYTECODE may forbid writing it later: compile it once here

@@ -124,5 +124,7 @@ def compressor(method: Method) -> Compress:
     except ImportError as e:
         raise VmcoreError(
             f"kdump-{method.name} needs the Python module {method.module}: {e}",
-            hint="reinstall qemu-vmcore with its dependencies",
+            hint="pip install 'qemu-vmcore[lzo]' (python-lzo builds against liblzo2-dev)"
+            if method.name == "lzo"
+            else "reinstall qemu-vmcore with its dependencies",
         ) from None
