@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from qemu_vmcore.extract import ExtractResult
 from qemu_vmcore.guest.physmem import BackingUse
@@ -189,9 +190,13 @@ def _device(d: dict) -> str:
 
 @contextmanager
 def progress_bar(
-    total: int, *, enabled: bool, label: str = "extracting"
+    total: int, *, enabled: bool, label: str = "extracting", file: TextIO | None = None
 ) -> Iterator[Callable[[int], None]]:
-    """Yield an ``advance(nbytes)`` callback; draws a bar on stderr if ``enabled``."""
+    """Yield an ``advance(nbytes)`` callback; draws a bar on stderr if ``enabled``.
+
+    :param file: where to draw instead of ``sys.stderr`` (inside gdb, the
+        real ``sys.__stderr__`` rather than gdb's wrapper).
+    """
     if not enabled:
         yield lambda n: None
         return
@@ -205,6 +210,8 @@ def progress_bar(
     )
 
     columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn())
-    with Progress(label, *columns, TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+    with Progress(
+        label, *columns, TimeRemainingColumn(), console=Console(stderr=file is None, file=file)
+    ) as bar:
         task = bar.add_task("extract", total=total)
         yield lambda n: bar.advance(task, n)

@@ -195,32 +195,6 @@ class TextProgress:
             )
 
 
-class _RichProgress:
-    """A rich progress bar on the terminal (stderr), when gdb's Python has rich."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn())
-        console = Console(file=sys.__stderr__)
-        self.bar = Progress("extracting", *columns, TimeRemainingColumn(), console=console)
-        self.task = self.bar.add_task("extract", total=total)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda n: self.bar.advance(self.task, n)
-
-    def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
-
-
 class _Plain:
     def __init__(self, advance) -> None:
         self.advance = advance
@@ -237,10 +211,12 @@ def progress(total: int, *, quiet: bool):
     if quiet:
         return _Plain(lambda n: None)
     if sys.__stderr__ is not None and sys.__stderr__.isatty():
-        try:
-            return _RichProgress(total)
-        except ImportError:
-            pass
+        import importlib.util
+
+        if importlib.util.find_spec("rich") is not None:  # gdb's Python may lack it
+            from qemu_vmcore.report import progress_bar
+
+            return progress_bar(total, enabled=True, file=sys.__stderr__)
     return _Plain(TextProgress(total))
 
 
