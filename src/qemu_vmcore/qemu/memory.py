@@ -24,6 +24,13 @@ MAX_FLAT_RANGES = 1 << 16
 #: Alias chains are a few levels deep; a cycle must not hang us.
 MAX_ALIAS_DEPTH = 64
 U64 = 1 << 64
+#: The end of x86_64 user space: TASK_SIZE_MAX with 5-level paging (2**56
+#: less a page; with 4-level paging it is 2**47 less a page). mmap() never
+#: returns memory above it, so a RAMBlock whose host memory would lie there
+#: is corrupt. That is an error about QEMU's state, unlike a plausible host
+#: address that the core has no segment for: gdb's gcore leaves MADV_DONTDUMP
+#: mappings (dump-guest-core=off) out entirely, so that is RAM the core lacks.
+USER_SPACE_END = (1 << 56) - 4096
 
 
 @dataclass(frozen=True)
@@ -89,30 +96,38 @@ def flat_ram_sections(dbg: Debugger) -> list[RamSection]:
     view = dbg.variable(as_name).member("current_map")
     if int(view) == 0:
         raise QemuStateError(f"{as_name}.current_map is NULL: QEMU died before its memory map")
+    where = f"{as_name}.current_map"
+    # Both counts are checked before anything is read or allocated for them:
+    # a corrupt nr (say 2**31) must neither make us walk past the array nor
+    # build a list of billions of entries.
     nr, allocated = int(view.member("nr")), int(view.member("nr_allocated"))
     if nr > MAX_FLAT_RANGES or nr > allocated:
         raise QemuStateError(
-            f"implausible FlatView: nr={nr}, nr_allocated={allocated} (limit {MAX_FLAT_RANGES})",
+            f"implausible FlatView {where}: nr={nr} ranges (nr_allocated={allocated}, "
+            f"limit {MAX_FLAT_RANGES})",
             nr=nr,
         )
     ranges = view.member("ranges")
     machine_dumps = state.dump_guest_core(dbg)
     out = []
     for i in range(nr):
-        out += _ram_sections(dbg, ranges.index(i), machine_dumps)
+        out += _ram_sections(dbg, ranges.index(i), machine_dumps, f"{where}->ranges[{i}]")
     return out
 
 
-def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool) -> list[RamSection]:
+def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> list[RamSection]:
     """The sections QEMU's dump listener adds for one FlatRange: none, the
-    range itself, or (virtio-mem) its populated parts."""
+    range itself, or (virtio-mem) its populated parts.
+
+    :param where: the FlatRange as an expression, for error messages.
+    """
     mr = fr.member("mr")
     if not int(mr.member("ram")):
         return []
     for flag in versions.MR_EXCLUDING_FLAGS:
         if mr.has_member(flag) and int(mr.member(flag)):
             return []
-    whole = _ram_section(dbg, fr, mr, machine_dumps)
+    whole = _ram_section(dbg, fr, mr, machine_dumps, where)
     rdm = virtio_mem.discard_manager(mr)
     if not rdm:
         return [whole]
@@ -123,30 +138,58 @@ def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool) -> list[RamSect
     ]
 
 
-def _ram_section(dbg: Debugger, fr: Value, mr: Value, machine_dumps: bool) -> RamSection:
+def _range_problem(start: int, size: int) -> str | None:
+    """What is wrong with a FlatRange's ``addr`` (two Int128s), if anything.
+
+    The memory API keeps a FlatRange inside the 64-bit address space (an
+    Int128 only so that ``2**64`` itself, the end of the last range, fits).
+    """
+    if not 0 <= start < U64:
+        return "start outside the 64-bit address space"
+    if size <= 0:
+        return "size not positive"
+    if start + size > U64:
+        return f"start+size={start + size:#x} overflows 2**64"
+    return None
+
+
+def _ram_section(
+    dbg: Debugger, fr: Value, mr: Value, machine_dumps: bool, where: str
+) -> RamSection:
+    region = mr.member("name").string()
     start = read_int128(dbg, fr.member("addr").member("start"))
     size = read_int128(dbg, fr.member("addr").member("size"))
-    if not (0 <= start < U64 and 0 < size and start + size <= U64):
-        raise QemuStateError(f"implausible FlatRange: start={start:#x} size={size:#x}")
+    problem = _range_problem(start, size)
+    if problem:
+        raise QemuStateError(
+            f"implausible FlatRange {where} (region {region!r}): start={start:#x} "
+            f"size={size:#x}: {problem}"
+        )
     offset = int(fr.member("offset_in_region"))
     target, alias_offset = _resolve_alias(mr)
     block = target.member("ram_block")
     if int(block) == 0:
-        raise QemuStateError(f"RAM region {mr.member('name').string()!r} has no RAMBlock")
+        raise QemuStateError(f"RAM region {region!r} has no RAMBlock")
+    idstr = block.member("idstr").string()
     host = int(block.member("host"))
     region_offset = alias_offset + offset
     max_length = int(block.member("max_length"))
-    if host == 0 or region_offset + size > max_length:
+    if region_offset + size > max_length:
         raise QemuStateError(
-            f"RAMBlock {block.member('idstr').string()!r}: host={host:#x}, range "
-            f"+{region_offset:#x}..+{region_offset + size:#x} beyond max_length {max_length:#x}"
+            f"RAMBlock {idstr!r}: range +{region_offset:#x}..+{region_offset + size:#x} "
+            f"beyond max_length {max_length:#x}"
+        )
+    if host == 0 or host + region_offset + size > USER_SPACE_END:
+        raise QemuStateError(
+            f"RAMBlock {idstr!r}: host address {host:#x} is not a user-space address; "
+            f"QEMU cannot have mapped guest RAM {start:#x}-{start + size:#x} there"
         )
     return RamSection(
         gpa=start,
         size=size,
         hva=host + region_offset,
-        block=block.member("idstr").string(),
-        region=mr.member("name").string(),
+        block=idstr,
+        region=region,
         mr=int(mr),
         dumpable=machine_dumps and _backend_dumps(dbg, target),
         shared=bool(int(block.member("flags")) & versions.RAM_SHARED),

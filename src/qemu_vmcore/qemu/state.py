@@ -10,21 +10,31 @@ from qemu_vmcore.qemu import versions
 MAX_VCPUS = 1 << 13
 
 
-def qtailq(head: Value, link: str, limit: int) -> list[Value]:
+def qtailq(head: Value, link: str, limit: int, what: str = "QEMU list") -> list[Value]:
     """The elements of a QTAILQ, following ``elem.<link>.tqe_next``.
 
+    Memory and time are bounded by ``limit`` whatever the core holds: a
+    corrupt ``tqe_next`` that points back into the list is reported as a
+    cycle rather than walked forever.
+
+    :param what: the list, as error messages name it.
     :raises QemuStateError: the list is longer than ``limit`` or has a cycle.
     """
     out: list[Value] = []
-    seen: set[int] = set()
+    seen: dict[int, int] = {}  # address -> position in the list
     elem = head.member("tqh_first")
     while int(elem) != 0:
         addr = int(elem)
         if addr in seen:
-            raise QemuStateError(f"cycle in QEMU list at {addr:#x}", address=addr)
+            n = len(out)
+            raise QemuStateError(
+                f"cycle in {what}: entry {n} is entry {seen[addr]} again ({addr:#x}); "
+                f"the list's next pointers loop",
+                address=addr,
+            )
         if len(out) >= limit:
-            raise QemuStateError(f"QEMU list longer than {limit} entries")
-        seen.add(addr)
+            raise QemuStateError(f"{what} longer than {limit} entries")
+        seen[addr] = len(out)
         out.append(elem)
         elem = elem.member(link).member("tqe_next")
     return out
@@ -33,7 +43,7 @@ def qtailq(head: Value, link: str, limit: int) -> list[Value]:
 def vcpus(dbg: Debugger) -> list[Value]:
     """The CPUState pointers of all vCPUs, in QEMU's order (cpu_index order)."""
     name = versions.pick_variable(dbg, versions.CPU_LIST)
-    return qtailq(dbg.variable(name), "node", MAX_VCPUS)
+    return qtailq(dbg.variable(name), "node", MAX_VCPUS, f"QEMU's vCPU list {name}")
 
 
 def _machine(dbg: Debugger) -> Value:
