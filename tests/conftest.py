@@ -13,6 +13,8 @@ import pytest
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "rig"))
 sys.path.insert(0, str(HERE))
+# The synthetic-core builders (synth, guestsynth) serve the robustness tests too.
+sys.path.insert(0, str(HERE / "unit"))
 
 import rig  # noqa: E402
 
@@ -73,3 +75,49 @@ def assert_one_line_error(proc, *needles: str) -> None:
     assert "Traceback" not in proc.stderr
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+#: format -> (suffix, compress command reading argv[-2], writing argv[-1])
+TOOLS = {
+    "zstd": (".zst", ["zstd", "-q", "-T2", "-f"], "-o"),
+    "lz4": (".lz4", ["lz4", "-q", "-f"], None),
+    "xz": (".xz", ["xz", "-0", "-T2", "-c"], ">"),
+}
+
+
+def compressed_core(case: rig.Case, fmt: str) -> Path:
+    """The case's core compressed with the real tool; cached beside it."""
+    suffix, cmd, out_flag = TOOLS[fmt]
+    dest = case.dir / f"core{suffix}"
+    stamp = dest.with_name(dest.name + ".stamp")
+    key = f"{case.core.stat().st_size} {case.core.stat().st_mtime_ns}"
+    if dest.exists() and stamp.exists() and stamp.read_text() == key:
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    if out_flag == ">":
+        with open(tmp, "wb") as f:
+            subprocess.run([*cmd, case.core], stdout=f, check=True)
+    elif out_flag:
+        subprocess.run([*cmd, case.core, out_flag, tmp], check=True)
+    else:
+        subprocess.run([*cmd, case.core, tmp], check=True)
+    tmp.rename(dest)
+    stamp.write_text(key)
+    return dest
+
+
+def sparse_copy(src: Path, dst: Path, size: int) -> None:
+    """Copy the first ``size`` bytes of ``src`` to ``dst``, keeping holes (a cut core)."""
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        fo.truncate(size)
+        pos = 0
+        while pos < size:
+            try:
+                data = os.lseek(fi.fileno(), pos, os.SEEK_DATA)
+            except OSError:
+                break
+            if data >= size:
+                break
+            hole = min(os.lseek(fi.fileno(), data, os.SEEK_HOLE), size)
+            os.copy_file_range(fi.fileno(), fo.fileno(), hole - data, data, data)
+            pos = hole

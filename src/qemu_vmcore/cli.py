@@ -269,9 +269,13 @@ def _install_sigterm() -> None:
 
 
 def _error(message: str, hint: str | None = None) -> None:
-    line = f"error: {message}"
+    from qemu_vmcore.terminal import safe
+
+    # safe(): a message may quote a corrupt core or the guest; it stays one
+    # line, and cannot drive the terminal.
+    line = f"error: {safe(message)}"
     if hint:
-        line += f" (hint: {hint})"
+        line += f" (hint: {safe(hint)})"
     print(line, file=sys.stderr)
 
 
@@ -396,6 +400,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _report_extract(args: argparse.Namespace, result) -> int:
     from qemu_vmcore import report
+    from qemu_vmcore.terminal import safe
 
     for piece in result.missing:
         print(
@@ -404,14 +409,14 @@ def _report_extract(args: argparse.Namespace, result) -> int:
             file=sys.stderr,
         )
     for line in report.backing_notes(getattr(result, "backing", ())):
-        print(line, file=sys.stderr)
+        print(safe(line), file=sys.stderr)
     if args.json:
         print(json.dumps(report.extract_dict(result), indent=2))
     elif not args.quiet:
         fmt = "" if result.format == "elf" else f" ({result.format}, {result.file_size:,} bytes)"
         print(
-            f"wrote {result.output}{fmt}: {result.ranges} ranges, {result.ram_bytes:,} bytes of "
-            f"guest RAM in {result.seconds:.2f} s",
+            f"wrote {safe(str(result.output))}{fmt}: {result.ranges} ranges, "
+            f"{result.ram_bytes:,} bytes of guest RAM in {result.seconds:.2f} s",
             file=sys.stderr,
         )
     return 0

@@ -130,7 +130,12 @@ def print_info(data: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from qemu_vmcore.terminal import safe_data
+
+    # Strings here come from the core and the guest (OSRELEASE, device ids,
+    # paths): escape control characters, and never read them as rich markup.
+    data = safe_data(data)
+    console = Console(highlight=False, markup=False)
     console.width = max(console.width, 120)  # addresses must not be cut when piped
     q = data["qemu"]
     console.print(f"QEMU         {q['version'] or 'unknown'}  ({q['executable']}, pid {q['pid']})")

@@ -115,6 +115,8 @@ class CaseSpec:
     wait_mem_mib: int = 0  # the guest waits until MemTotal grew by this much, then fills
     # Files of the case directory deleted once the core is written.
     delete_after_core: tuple[str, ...] = ()
+    # A guest user process plants this many fake VMCOREINFO notes (init).
+    hostile_notes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as it is stored in meta.json (tuples become lists)."""
@@ -329,6 +331,18 @@ STANDARD_CASES: dict[str, CaseSpec] = {
             mem_mib=512,
             smp=2,
             vmcoreinfo_device=False,
+        ),
+        # A hostile guest: user space plants 60 fake VMCOREINFO notes in tmpfs
+        # pages; with no vmcoreinfo device, only the RAM scan finds the real one.
+        CaseSpec(
+            "q10-q35-hostile",
+            qemu="10.0",
+            machine="q35",
+            mem_mib=512,
+            smp=2,
+            fill_mib=64,
+            vmcoreinfo_device=False,
+            hostile_notes=60,
         ),
     )
     + LAYOUT_CASES
@@ -554,6 +568,7 @@ def _boot_args(spec: CaseSpec, dir: Path, marker: str, g: Path) -> list[str]:
     append = f"console=ttyS0 panic=0 rig.marker={marker} rig.fill={spec.fill_mib}"
     append += " rig.panic=1" if spec.panic else ""
     append += f" rig.waitmem={spec.wait_mem_mib}" if spec.wait_mem_mib else ""
+    append += f" rig.hostile={spec.hostile_notes}" if spec.hostile_notes else ""
     return ["-kernel", str(g / "vmlinuz"), "-initrd", str(g / "initramfs.cpio.gz"),
             "-append", append]  # fmt: skip
 

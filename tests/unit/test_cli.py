@@ -55,45 +55,8 @@ def test_no_command_is_a_usage_error():
     assert proc.returncode == 2 and "usage:" in proc.stderr
 
 
-# -- inputs that are not cores ---------------------------------------------------------
-
-
-def _missing(d: Path) -> Path:
-    return d / "no-such-core"
-
-
-def _directory(d: Path) -> Path:
-    (d / "adir").mkdir()
-    return d / "adir"
-
-
-def _empty(d: Path) -> Path:
-    (d / "empty").write_bytes(b"")
-    return d / "empty"
-
-
-def _random(d: Path) -> Path:
-    (d / "random").write_bytes(synth.pattern(64 << 10, seed=3))
-    return d / "random"
-
-
-def _executable(d: Path) -> Path:
-    if not Path("/bin/true").exists():
-        pytest.skip("no /bin/true")
-    return Path("/bin/true")
-
-
-BAD_INPUTS = [
-    (_missing, ["no such file"]),
-    (_directory, ["is a directory"]),
-    (_empty, ["not an ELF file"]),
-    (_random, ["not an ELF file"]),
-    (_executable, ["executable", "not a core file"]),
-]
-
-
-def _bad_id(case):
-    return case[0].__name__.lstrip("_")
+# The bad-input matrix (missing, directory, empty, random, executable, another
+# program's core, ...) is tests/robustness/test_matrix.py.
 
 
 @pytest.fixture
@@ -102,47 +65,6 @@ def dirs(tmp_path):
     inputs.mkdir()
     outputs.mkdir()
     return inputs, outputs
-
-
-@pytest.mark.parametrize(("make", "needles"), BAD_INPUTS, ids=map(_bad_id, BAD_INPUTS))
-def test_info_on_bad_input(dirs, make, needles):
-    inputs, _ = dirs
-    path = make(inputs)
-    before = sorted(inputs.iterdir())
-    proc = run_cli("info", path)
-    assert_one_line_error(proc, str(path), *needles)
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert sorted(inputs.iterdir()) == before
-
-
-@pytest.mark.parametrize(("make", "needles"), BAD_INPUTS, ids=map(_bad_id, BAD_INPUTS))
-def test_extract_on_bad_input(dirs, make, needles):
-    inputs, outputs = dirs
-    path = make(inputs)
-    proc = run_cli("extract", path, "-o", outputs / "vmcore")
-    assert_one_line_error(proc, str(path), *needles)
-    assert proc.returncode == 2
-    assert list(outputs.iterdir()) == []
-
-
-@pytest.fixture(scope="module")
-def sleep_core(tmp_path_factory):
-    made = synth.make_sleep_core(tmp_path_factory.mktemp("sleep"))
-    if made is None:
-        pytest.skip("no core appeared for a SIGABRT-ed sleep (core_pattern/limits)")
-    return made
-
-
-@pytest.mark.parametrize("command", ["info", "extract"])
-def test_core_of_another_program(sleep_core, dirs, command):
-    core, pid = sleep_core
-    _, outputs = dirs
-    extra = ["-o", outputs / "vmcore"] if command == "extract" else []
-    proc = run_cli(command, core, *extra)
-    assert_one_line_error(proc, str(core), "sleep", f"pid {pid}", "not of QEMU", "--qemu")
-    assert proc.returncode == 2
-    assert list(outputs.iterdir()) == []
 
 
 # -- synthetic cores that look like QEMU's --------------------------------------------------
