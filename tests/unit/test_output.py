@@ -91,6 +91,22 @@ def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path):
     assert stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path, monkeypatch, force):
+    """Someone who guessed the temporary name and put a symlink there first:
+    O_EXCL|O_NOFOLLOW make the create fail, and nothing is written through it."""
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x11" * n)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"do not touch")
+    planted = tmp_path / f".vmcore.{'11' * 6}.tmp"
+    planted.symlink_to(victim)
+    with pytest.raises(OutputError, match="cannot create a file: File exists"):
+        with atomic_output(tmp_path / "vmcore", force=force) as fd:
+            os.write(fd, b"vmcore")
+    assert victim.read_bytes() == b"do not touch"
+    assert entries(tmp_path) == [planted.name, "victim"]  # the link is not ours to remove
+
+
 def test_a_dangling_symlink_is_replaced_and_its_target_not_created(tmp_path):
     target = tmp_path / "vmcore"
     target.symlink_to(tmp_path / "elsewhere")
