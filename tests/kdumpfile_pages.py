@@ -27,23 +27,32 @@ REPORT = 16
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
+#: Page frames read from the pagemap at a time (bits; 8 KiB of bitmap).
+CHUNK = 1 << 16
+
+
 def _runs(ctx, max_pfn: int):
-    """``(first, end)`` runs of the page frames the file has (its pagemap)."""
+    """``(first, end)`` runs of the page frames the file has (its pagemap).
+
+    Read with ``get_bits`` rather than ``find_set``/``find_clear``: on an ELF
+    file with overlapping PT_LOADs (the kernel-text load lies inside the RAM
+    load) libkdumpfile 0.5's ``find_clear`` returns the end of the inner
+    load for every index past it, a set bit, and a walk by it never ends.
+    """
     bitmap = ctx.attr["file.pagemap"]
-    pfn = 0
-    while pfn < max_pfn:
-        try:
-            start = bitmap.find_set(pfn)
-        except Exception:  # no set bit left
-            return
-        if start >= max_pfn:
-            return
-        try:
-            end = min(bitmap.find_clear(start), max_pfn)
-        except Exception:
-            end = max_pfn
-        yield start, end
-        pfn = end
+    start = None
+    for base in range(0, max_pfn, CHUNK):
+        last = min(base + CHUNK, max_pfn) - 1
+        bits = int.from_bytes(bitmap.get_bits(base, last), "little")
+        for i in range(last - base + 1):
+            if bits >> i & 1:
+                if start is None:
+                    start = base + i
+            elif start is not None:
+                yield start, base + i
+                start = None
+    if start is not None:
+        yield start, max_pfn
 
 
 def page_digests(path: str) -> tuple[str, dict[int, bytes]]:
