@@ -240,7 +240,13 @@ def test_signal_mid_write_leaves_nothing(rig_case, tmp_path, sig, status):
     out_dir.mkdir()
     cmd = [sys.executable, "-m", "qemu_vmcore", "extract", core, "-o", out_dir / "vmcore"]
     proc = subprocess.Popen(
-        [*cmd, "--format", "kdump-zlib"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*cmd, "--format", "kdump-zlib"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # As a terminal's Ctrl-C finds it: a shell starts background jobs
+        # (and so, maybe, this test run) with SIGINT ignored, and Python
+        # then rightly leaves it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     written = 0
