@@ -76,7 +76,8 @@ def kernel_text_load(info: VmcoreInfo, ranges: list[GuestRange]) -> VirtualLoad 
     the kernel image mapping (NUMBER(KERNEL_IMAGE_SIZE)), clipped to its RAM.
     """
     stext = info.symbol("_stext")
-    if stext is None or stext < START_KERNEL_MAP:
+    # The note is guest data: an address past 2**64 fits no p_vaddr.
+    if stext is None or not START_KERNEL_MAP <= stext < 1 << 64:
         return None
     image_size = info.number("KERNEL_IMAGE_SIZE") or (1 << 30)
     size = image_size - (stext - START_KERNEL_MAP)

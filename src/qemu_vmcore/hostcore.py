@@ -179,8 +179,10 @@ class HostCore:
             if m.path != path:
                 continue
             for ext in self.extents(m.hva, m.end - m.hva):
+                if ext.kind is not ExtentKind.NOT_DUMPED:
+                    continue  # an UNMAPPED one has no segment (a core may have none at all)
                 seg = self.segments[bisect.bisect_right(self._starts, ext.hva) - 1]
-                if ext.kind is ExtentKind.NOT_DUMPED and not seg.flags & 2:  # PF_W clear
+                if not seg.flags & 2:  # PF_W clear
                     offset = m.file_offset + (ext.hva - m.hva)
                     out.append(FileMapping(ext.hva, ext.end, offset, path))
         return out

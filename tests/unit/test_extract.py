@@ -13,9 +13,9 @@ from synth import HI_DUMPED, HI_HVA, PAGE, RAM_HVA
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
-from qemu_vmcore.extract import describe_missing, extract, minimal_notes
+from qemu_vmcore.extract import describe_missing, extract, kernel_text_load, minimal_notes
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
-from qemu_vmcore.guest.vmcoreinfo import Search
+from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, Search, VmcoreInfo
 from qemu_vmcore.hostcore import open_core
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
@@ -199,3 +199,20 @@ def test_describe_missing_shortens_long_lists():
     # Each cause once, in order of first appearance.
     assert text.count("dump-guest-core=off") == 1
     assert text.index("dump-guest-core=off") < text.index("the core file is truncated")
+
+
+@pytest.mark.parametrize("stext", [2**64, 2**64 + 0x100_0000, 2**72])
+def test_kernel_text_load_refuses_stext_past_2_64(stext):
+    """Found by bench/fuzz.py (elf-writer): a VMCOREINFO from guest RAM with
+    SYMBOL(_stext) >= 2**64, a KERNEL_IMAGE_SIZE large enough and a phys_base
+    putting it in guest RAM made build_image() raise struct.error on p_vaddr."""
+    gpa = R1.gpa + PAGE
+    fields = {
+        "OSRELEASE": "6.1",
+        "SYMBOL(_stext)": f"{stext:x}",
+        "NUMBER(KERNEL_IMAGE_SIZE)": str(2**80),
+        "NUMBER(phys_base)": str(gpa - (stext - START_KERNEL_MAP)),
+    }
+    info = VmcoreInfo(b"", 0, "test", fields=fields)
+    assert info.kernel_image_pa(stext) == gpa  # in guest RAM: only the address is wrong
+    assert kernel_text_load(info, [R0, R1]) is None

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import synth
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synth import PAGE, FileEntry, Load
+from synth import BUILD_ID, EXE, EXE_BASE, LIBC, LIBC_BASE, PAGE, FileEntry, Load
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.elffile import read_build_id
@@ -36,13 +36,6 @@ DATA, NOT_DUMPED, TRUNCATED, UNMAPPED = (
     ExtentKind.TRUNCATED,
     ExtentKind.UNMAPPED,
 )
-
-EXE = "/usr/bin/qemu-system-x86_64"
-LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
-EXE_BASE = 0x5555_5555_4000
-LIBC_BASE = 0x7F00_0000_0000
-BUILD_ID = bytes.fromhex("c0ffee00" * 5)
-
 
 # -- a layout used by most tests ---------------------------------------------------
 #
@@ -367,6 +360,17 @@ def test_unsaved_file_ranges_are_the_read_only_parts_left_out(tmp_path):
         assert c.unsaved_file_ranges("/nope") == []
 
 
+def test_unsaved_file_ranges_of_a_core_without_segments(tmp_path):
+    """Found by bench/fuzz.py (hostcore): NT_FILE names the executable but no
+    PT_LOAD is left (corrupt p_type or p_memsz 0); the segment lookup indexed
+    an empty list and raised IndexError."""
+    notes = synth.core_notes(files=[FileEntry(EXE_BASE, EXE_BASE + PAGE, 0, EXE)])
+    core = synth.write_core(tmp_path / "core", [], notes)
+    with open_core(core.path) as c:
+        assert c.segments == [] and c.executable == EXE
+        assert c.unsaved_file_ranges(EXE) == []
+
+
 # -- the executable's build-id ----------------------------------------------------------
 
 
@@ -674,18 +678,7 @@ def test_parse_nt_file_never_raises_on_garbage(desc):
     assert all(m.end >= m.hva for m in out)
 
 
-nt_entries = st.lists(
-    st.tuples(
-        st.integers(0, 2**63),
-        st.integers(0, 2**40),
-        st.integers(0, 2**40),
-        st.binary(max_size=40).filter(lambda b: b"\0" not in b),
-    ),
-    max_size=20,
-)
-
-
-@given(nt_entries, st.sampled_from([4096, 16384, 65536]))
+@given(synth.nt_entries, st.sampled_from([4096, 16384, 65536]))
 def test_parse_nt_file_round_trip(entries, page_size):
     files = [FileEntry(s, s + n, pg, p) for s, n, pg, p in entries]
     out = parse_nt_file(synth.nt_file(files, page_size))
@@ -780,42 +773,20 @@ def test_extents_agree_with_a_byte_model(layout, truncated_layout, hva, size, cu
 
 
 @pytest.fixture(scope="module")
-def small_core_bytes(tmp_path_factory):
-    """A valid small core, where its header and notes end, and its 8-byte header fields."""
-    page, phnum = synth.fake_executable_page(BUILD_ID)
-    notes = synth.core_notes(
-        psinfo=synth.prpsinfo(pid=9, fname=b"qemu"),
-        files=[FileEntry(EXE_BASE, EXE_BASE + PAGE, 0, EXE)],
-        aux={E.AT_PHDR: EXE_BASE + 64, synth.AT_PHNUM: phnum},
-    )
-    loads = [Load(EXE_BASE, page), Load(0x10000, b"abc" * 100, memsz=2 * PAGE)]
-    core = synth.write_core(tmp_path_factory.mktemp("mut") / "core", loads, notes, align=256)
-    with open_core(core.path) as c:
+def small_core(tmp_path_factory):
+    """A valid small core and where its header fields are (see synth.small_core)."""
+    path = tmp_path_factory.mktemp("mut") / "core"
+    base = synth.small_core(path)
+    with open_core(path) as c:
         assert c.executable_build_id() == BUILD_ID  # the base case is valid
-    # e_entry, e_phoff, e_shoff, then p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align.
-    fields = [24, 32, 40] + [64 + k * 56 + f for k in range(core.phnum) for f in range(8, 56, 8)]
-    return core.path.read_bytes(), core.notes_offset + len(core.notes), fields
-
-
-EDGES = [0, 1, 56, 0xFFFF, 2**31, 2**32, 2**63 - 4096, 2**63 - 8, 2**63, 2**64 - 1]
+    return base
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(data=st.data())
-def test_mutated_cores_raise_only_core_file_error(small_core_bytes, data):
+def test_mutated_cores_raise_only_core_file_error(small_core, data):
     """Flipped bytes, rewritten header fields and truncation: CoreFileError or success."""
-    raw, head_end, fields = small_core_bytes
-    buf = bytearray(raw)
-    pos = st.one_of(st.integers(0, head_end - 1), st.integers(0, len(buf) - 1))
-    for p, b in data.draw(st.lists(st.tuples(pos, st.integers(0, 255)), max_size=8)):
-        buf[p] = b
-    values = st.one_of(st.sampled_from(EDGES), st.integers(0, 2**64 - 1))
-    for p, v in data.draw(st.lists(st.tuples(st.sampled_from(fields), values), max_size=3)):
-        struct.pack_into("<Q", buf, p, v)
-    cut = data.draw(st.one_of(st.none(), st.integers(0, len(buf))))
-    if cut is not None:
-        del buf[cut:]
-    assume(bytes(buf) != raw)
+    buf = data.draw(synth.mutated_core(small_core))
     with tempfile.NamedTemporaryFile() as f:
         f.write(buf)
         f.flush()
