@@ -9,6 +9,9 @@ dump. More than 65534 program headers use extended numbering (PN_XNUM).
 
 Only ``struct`` and the layouts of :mod:`qemu_vmcore.elfdefs` are used, so
 the helper shares no parsing code with what it tests.
+
+The hypothesis strategies at the end (mutated cores, NT_FILE entries) are
+shared by the property tests and the fuzzer, ``bench/fuzz.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import random
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hypothesis import strategies as st
 
 from qemu_vmcore import elfdefs as E
 
@@ -345,3 +351,98 @@ def ram_core(
     files = [FileEntry(HI_HVA, HI_HVA + 2 * HI_DUMPED * PAGE, 0, hi_file)] if hi_file else None
     notes = core_notes(psinfo=prpsinfo(fname=b"qemu-system-x86"), files=files)
     return write_core(path, loads, notes), bytes(ram), hi
+
+
+# -- mutation-based inputs (test_hostcore and bench/fuzz.py) ---------------------------
+
+EXE = "/usr/bin/qemu-system-x86_64"
+LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+EXE_BASE = 0x5555_5555_4000
+LIBC_BASE = 0x7F00_0000_0000
+BUILD_ID = bytes.fromhex("c0ffee00" * 5)
+
+#: Values a corrupt 8-byte header field likes to hold: zero, tiny, the
+#: signed/unsigned and off_t boundaries (pread() takes a signed offset).
+EDGES = [0, 1, 56, 0xFFFF, 2**31, 2**32, 2**63 - 4096, 2**63 - 8, 2**63, 2**64 - 1]
+
+
+@dataclass(frozen=True)
+class SmallCore:
+    """A valid small core's bytes, for mutation.
+
+    :param head_end: where its headers and notes end (mutations favour them:
+        pure random bytes rarely get past the ELF magic).
+    :param fields64: offsets of its 8-byte header fields.
+    :param fields32: offsets of its 4-byte fields (p_type, p_flags, note headers).
+    :param fields16: offsets of its 2-byte ELF header fields (e_phentsize, e_phnum...).
+    """
+
+    raw: bytes
+    head_end: int
+    fields64: tuple[int, ...]
+    fields32: tuple[int, ...]
+    fields16: tuple[int, ...]
+
+
+def small_core(path: str | os.PathLike[str]) -> SmallCore:
+    """Write a small valid core (build-id page, NT_FILE, NT_PRPSINFO, NT_AUXV) and describe it."""
+    page, phnum = fake_executable_page(BUILD_ID)
+    notes = core_notes(
+        psinfo=prpsinfo(pid=9, fname=b"qemu"),
+        files=[FileEntry(EXE_BASE, EXE_BASE + PAGE, 0, EXE)],
+        aux={E.AT_PHDR: EXE_BASE + 64, AT_PHNUM: phnum},
+    )
+    loads = [Load(EXE_BASE, page), Load(0x10000, b"abc" * 100, memsz=2 * PAGE)]
+    core = write_core(path, loads, notes, align=256)
+    phdr = [64 + k * E.PHDR64.size for k in range(core.phnum)]
+    # e_entry, e_phoff, e_shoff, then p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align.
+    fields64 = [24, 32, 40] + [p + f for p in phdr for f in range(8, 56, 8)]
+    # e_version, e_flags; p_type, p_flags; each note's namesz, descsz and type.
+    fields32 = [20, 48] + [p + f for p in phdr for f in (0, 4)]
+    fields32 += [core.notes_offset + n.offset + f for n in E.iter_notes(notes) for f in (0, 4, 8)]
+    # e_type, e_machine, e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx.
+    fields16 = [16, 18, 52, 54, 56, 58, 60, 62]
+    return SmallCore(
+        core.path.read_bytes(),
+        core.notes_offset + len(core.notes),
+        tuple(fields64),
+        tuple(fields32),
+        tuple(fields16),
+    )
+
+
+@st.composite
+def mutated_core(draw: st.DrawFn, base: SmallCore) -> bytes:
+    """``base`` with flipped bytes, rewritten header fields and maybe a cut (never unchanged)."""
+    buf = bytearray(base.raw)
+    pos = st.one_of(st.integers(0, base.head_end - 1), st.integers(0, len(buf) - 1))
+    for p, b in draw(st.lists(st.tuples(pos, st.integers(0, 255)), max_size=8)):
+        buf[p] = b
+    values = st.one_of(st.sampled_from(EDGES), st.integers(0, 2**64 - 1))
+    for p, v in draw(st.lists(st.tuples(st.sampled_from(base.fields64), values), max_size=3)):
+        struct.pack_into("<Q", buf, p, v)
+    small = st.one_of(st.sampled_from([0, 1, 0xFFFF, 0xFFFFFFFF]), st.integers(0, 2**32 - 1))
+    for p, v in draw(st.lists(st.tuples(st.sampled_from(base.fields32), small), max_size=3)):
+        struct.pack_into("<I", buf, p, v)
+    for p, v in draw(
+        st.lists(st.tuples(st.sampled_from(base.fields16), st.integers(0, 0xFFFF)), max_size=2)
+    ):
+        struct.pack_into("<H", buf, p, v)
+    cut = draw(st.one_of(st.none(), st.integers(0, len(buf))))
+    if cut is not None:
+        del buf[cut:]
+    if bytes(buf) == base.raw:  # a no-op mutation tests nothing new: change one byte
+        buf[draw(st.integers(0, base.head_end - 1))] ^= 0xFF
+    return bytes(buf)
+
+
+#: NT_FILE entries as ``(start, length, pgoff, path)``: paths without NULs.
+nt_entries = st.lists(
+    st.tuples(
+        st.integers(0, 2**63),
+        st.integers(0, 2**40),
+        st.integers(0, 2**40),
+        st.binary(max_size=40).filter(lambda b: b"\0" not in b),
+    ),
+    max_size=20,
+)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from guestsynth import PAGE, U64, guest_ram, put32, put64
+from guestsynth import PAGE, U64, guest_ram, leaf_entries, put32, put64
+from guestsynth import vcpu_state as vcpu
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qemu_vmcore.guest import x86_mappings as M
 from qemu_vmcore.guest.x86_mappings import Mapping, PagingLimitError
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 
 P, RW, US, PS = 1, 2, 4, 1 << 7
 NX = 1 << 63
@@ -32,15 +32,6 @@ RAM = [
     GuestRange(1 << 20, 4 * G, 0, "pc.ram", "ram", 1),
 ]
 HOLE = 0x80000  # not RAM: between the two
-
-
-def vcpu(cr3: int, *, cr4: int = CR4_PAE, long_mode: bool = True, cr0: int = CR0_PE_PG, index=0):
-    seg = Segment(0, 0, 0, 0)
-    return X86State(
-        index=index, regs=(0,) * 16, rip=0, rflags=2, segs=(seg,) * 6, ldt=seg, tr=seg,
-        gdt=seg, idt=seg, cr=(cr0, 0, 0, cr3, cr4), kernel_gs_base=0,
-        hflags=HF_LMA_MASK if long_mode else 0,
-    )  # fmt: skip
 
 
 def e64(ram, table, index, value):
@@ -243,16 +234,13 @@ def reference(ram: bytes, root: int, ranges) -> set[tuple[int, int, int]]:
     return out
 
 
-entry = st.builds(
-    lambda page, flags, high: page * PAGE | flags | high,
-    st.integers(0, HYP_PAGES + 40),  # many leaf targets, some past the RAM
-    st.sampled_from([0, P, P | PS, F, F | PS]),
-    st.sampled_from([0, NX, PKEY, AVAIL]),
-)
-
-
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, HYP_PAGES - 1), st.integers(0, 511), entry), max_size=14))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, HYP_PAGES - 1), st.integers(0, 511), leaf_entries(HYP_PAGES)),
+        max_size=14,
+    )
+)
 def test_walk_matches_an_independent_reading(writes):
     ram = bytearray(HYP_PAGES * PAGE)
     for page, index, value in writes:

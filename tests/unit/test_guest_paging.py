@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
-from guestsynth import PAGE, U64, guest_ram, put64
+from guestsynth import PAGE, guest_ram, pt_vaddrs, pt_writes, put64, random_ram, reference_walk, va
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,11 +22,6 @@ PAGE_4K = 0x7000
 PAGE_2M = 0x4060_0000
 PAGE_1G = 0x1_C000_0000
 OUTSIDE = 0x8000_0000  # a table pointer beyond the 64 KiB of RAM
-
-
-def va(i4: int, i3: int, i2: int, i1: int, off: int = 0, i5: int = 0) -> int:
-    """A virtual address from its table indices (no sign extension)."""
-    return (i5 << 48) | (i4 << 39) | (i3 << 30) | (i2 << 21) | (i1 << 12) | off
 
 
 def entry(ram: bytearray, table: int, index: int, value: int) -> None:
@@ -167,58 +160,18 @@ def test_reads_are_the_only_access_and_missing_memory_is_caught(mem):
 # -- properties (hypothesis) -----------------------------------------------------------
 
 HYP_PAGES = 8
-ADDR = 0x000F_FFFF_FFFF_F000
-
-
-def reference_walk(ram: bytes, root: int, vaddr: int, levels: int) -> int | None:
-    """An independent reading of the SDM's 4/5-level walk, over a plain buffer."""
-    table = root & ADDR
-    for level in range(levels, 0, -1):
-        shift = 12 + 9 * (level - 1)
-        at = table + 8 * ((vaddr >> shift) & 511)
-        if at + 8 > len(ram):
-            return None
-        (e,) = U64.unpack_from(ram, at)
-        if not e & P:
-            return None
-        if level in (2, 3) and e & PS:
-            return (e & ADDR) >> shift << shift | vaddr & ((1 << shift) - 1)
-        table = e & ADDR
-    return table | vaddr & 0xFFF
-
-
-table_page = st.integers(0, HYP_PAGES + 1)  # the last two are outside RAM
-entries = st.one_of(
-    st.integers(0, (1 << 64) - 1),
-    st.builds(
-        lambda page, flags, high: page * PAGE | flags | high,
-        table_page,
-        st.integers(0, 0xFFF),
-        st.sampled_from([0, NX, PKEY, 1 << 52, PAT_LARGE]),
-    ),
-)
-writes = st.lists(st.tuples(st.integers(0, HYP_PAGES - 1), st.integers(0, 511), entries))
-vaddrs = st.one_of(
-    st.integers(0, (1 << 64) - 1),
-    st.builds(
-        lambda i, off: va(*i[:4], off, i5=i[4]),
-        st.lists(st.sampled_from([0, 1, 2, 511]), min_size=5, max_size=5),
-        st.integers(0, 0xFFF),
-    ),
-)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(0, 2**32 - 1),
-    writes,
-    st.one_of(table_page.map(lambda p: p * PAGE), st.integers(0, (1 << 64) - 1)),
-    st.lists(vaddrs, min_size=1, max_size=8),
+    pt_writes(HYP_PAGES),
+    st.one_of(st.integers(0, HYP_PAGES + 1).map(lambda p: p * PAGE), st.integers(0, (1 << 64) - 1)),
+    st.lists(pt_vaddrs, min_size=1, max_size=8),
     st.booleans(),
 )
 def test_random_tables_never_raise(seed, table_writes, root, addresses, la57):
-    rng = random.Random(seed)
-    ram = bytearray(rng.randbytes(HYP_PAGES * PAGE)) if seed % 2 else bytearray(HYP_PAGES * PAGE)
+    ram = random_ram(seed, HYP_PAGES)
     for page, index, value in table_writes:
         entry(ram, page * PAGE, index, value)
     with guest_ram(ram) as (mem, _):

@@ -1,20 +1,52 @@
 """guest.printk: the guest's log from a synthetic lockless printk ring (Linux 5.10+).
 
-The ring is laid out in crafted guest RAM as Linux 6.1 lays it out (the
-VMCOREINFO offsets below are 6.1's), with its buffers either in the kernel
-image (the static boot ring) or in the direct map (the ring allocated by
-``log_buf_len=``, reached through the kernel's page tables). Output is
-compared with what kexec-tools' vmcore-dmesg prints for the same ring.
+The ring (built by guestsynth) is laid out in crafted guest RAM as Linux 6.1
+lays it out (guestsynth.PRINTK_FIELDS holds 6.1's offsets), with its buffers
+either in the kernel image (the static boot ring) or in the direct map (the
+ring allocated by ``log_buf_len=``, reached through the kernel's page
+tables). Output is compared with what kexec-tools' vmcore-dmesg prints for
+the same ring.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
 import pytest
-from guestsynth import KIMG, PAGE, U64, guest_ram, put, put16, put32, put64
+from guestsynth import (
+    COMMITTED,
+    COUNT,
+    COUNT_BITS,
+    DATA_SIZE,
+    DIRECT,
+    DIRECT_MAP,
+    FINALIZED,
+    IMAGE,
+    KIMG,
+    NO_LPOS,
+    PAGE,
+    PRB_SYMBOL,
+    RB,
+    SIZE_BITS,
+    TAIL,
+    WRAP,
+    Rec,
+    RingRam,
+    guest_ram,
+    mutate_ring,
+    printk_field_changes,
+    put,
+    put16,
+    put32,
+    put64,
+    ring_mutation,
+    standard_ring,
+)
+from guestsynth import RING_PHYS_BASE as PHYS_BASE
+from guestsynth import UNMAPPED_KVA as UNMAPPED
+from guestsynth import printk_vmcoreinfo as vmcoreinfo
+from guestsynth import ring_pa as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,200 +62,6 @@ from qemu_vmcore.guest.printk import (
     records,
 )
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
-
-RESERVED, COMMITTED, FINALIZED, REUSABLE = 0, 1, 2, 3
-NO_LPOS = 0x3  # the lpos of a data-less record (begin == next)
-
-RAM_PAGES = 64
-PHYS_BASE = 0x10000
-DIRECT_MAP = 0xFFFF_8880_0000_0000  # PAGE_OFFSET without KASLR
-PML4_PA, PDPT_PA = 0x11000, 0x12000  # init_top_pgt (in the image) and a PDPT
-PRB_SYMBOL = KIMG + 0x3000  # SYMBOL(prb): a pointer to the ring
-RB = KIMG + 0x3100  # struct printk_ringbuffer (printk_rb_dynamic)
-
-COUNT_BITS, SIZE_BITS = 4, 8
-COUNT, DATA_SIZE = 1 << COUNT_BITS, 1 << SIZE_BITS
-TAIL = 5 * COUNT + 14  # ids wrap around the descriptor ring too
-WRAP = 7 * DATA_SIZE  # lpos values count wraps in their high bits
-
-# Linux 6.1, x86_64.
-FIELDS = {
-    "OSRELEASE": "6.1.0-21-amd64",
-    "SYMBOL(prb)": f"{PRB_SYMBOL:x}",
-    "SYMBOL(printk_rb_static)": f"{KIMG + 0x3200:x}",
-    "SYMBOL(init_top_pgt)": f"{KIMG + PML4_PA - PHYS_BASE:x}",
-    "NUMBER(phys_base)": str(PHYS_BASE),
-    "NUMBER(pgtable_l5_enabled)": "0",
-    "NUMBER(KERNEL_IMAGE_SIZE)": str(1 << 30),
-    "KERNELOFFSET": "0",
-    "SIZE(printk_ringbuffer)": "80",
-    "OFFSET(printk_ringbuffer.desc_ring)": "0",
-    "OFFSET(printk_ringbuffer.text_data_ring)": "48",
-    "OFFSET(printk_ringbuffer.fail)": "80",
-    "SIZE(prb_desc_ring)": "48",
-    "OFFSET(prb_desc_ring.count_bits)": "0",
-    "OFFSET(prb_desc_ring.descs)": "8",
-    "OFFSET(prb_desc_ring.infos)": "16",
-    "OFFSET(prb_desc_ring.head_id)": "24",
-    "OFFSET(prb_desc_ring.tail_id)": "32",
-    "SIZE(prb_desc)": "24",
-    "OFFSET(prb_desc.state_var)": "0",
-    "OFFSET(prb_desc.text_blk_lpos)": "8",
-    "SIZE(prb_data_blk_lpos)": "16",
-    "OFFSET(prb_data_blk_lpos.begin)": "0",
-    "OFFSET(prb_data_blk_lpos.next)": "8",
-    "SIZE(printk_info)": "88",
-    "OFFSET(printk_info.seq)": "0",
-    "OFFSET(printk_info.ts_nsec)": "8",
-    "OFFSET(printk_info.text_len)": "16",
-    "OFFSET(printk_info.caller_id)": "20",
-    "OFFSET(printk_info.dev_info)": "24",
-    "SIZE(dev_printk_info)": "64",
-    "SIZE(prb_data_ring)": "32",
-    "OFFSET(prb_data_ring.size_bits)": "0",
-    "OFFSET(prb_data_ring.data)": "8",
-    "OFFSET(prb_data_ring.head_lpos)": "16",
-    "OFFSET(prb_data_ring.tail_lpos)": "24",
-    "SIZE(atomic_long_t)": "8",
-    "OFFSET(atomic_long_t.counter)": "0",
-}
-
-
-def vmcoreinfo(**changes: str | None) -> VmcoreInfo:
-    fields = dict(FIELDS)
-    for key, value in changes.items():
-        if value is None:
-            fields.pop(key, None)
-        else:
-            fields[key] = value
-    return VmcoreInfo(b"", 0, "test", verified=True, fields=fields)
-
-
-def pa(vaddr: int) -> int:
-    """Where the test puts a kernel address (image or direct map)."""
-    if vaddr >= KIMG:
-        return vaddr - KIMG + PHYS_BASE
-    return vaddr - DIRECT_MAP
-
-
-@dataclass(frozen=True)
-class Layout:
-    descs: int
-    infos: int
-    data: int  # straddles a page boundary: reads go page by page
-
-
-IMAGE = Layout(KIMG + 0x4000, KIMG + 0x5000, KIMG + 0x6F80)
-DIRECT = Layout(DIRECT_MAP + 0x20000, DIRECT_MAP + 0x21000, DIRECT_MAP + 0x22F80)
-
-
-@dataclass(frozen=True)
-class Rec:
-    """One record: ``state``, ``ts`` (ns) and text; ``block`` the data block payload."""
-
-    rid: int
-    state: int
-    ts: int
-    text: bytes = b""
-    text_len: int | None = None
-    block: tuple[int, int] | None = None  # (begin, next) lpos; None: data-less
-    sv_id: int | None = None  # the id in state_var, when stale
-
-
-class RingRam:
-    """Guest RAM holding page tables, SYMBOL(prb), the ring and its records."""
-
-    def __init__(self, layout: Layout = DIRECT) -> None:
-        self.layout = layout
-        self.ram = bytearray(RAM_PAGES * PAGE)
-        # init_top_pgt: the direct map's first GiB as one 1 GiB page at pa 0.
-        put64(self.ram, PML4_PA + 8 * ((DIRECT_MAP >> 39) & 511), PDPT_PA | 0x63)
-        put64(self.ram, PDPT_PA, 0x0 | 0xE3)  # present, rw, accessed, dirty, PS
-        put64(self.ram, pa(PRB_SYMBOL), RB)
-        self.ring(COUNT_BITS, SIZE_BITS, TAIL, TAIL)
-
-    def ring(self, count_bits, size_bits, tail_id, head_id, **ptrs: int) -> None:
-        rb = pa(RB)
-        put32(self.ram, rb + 0, count_bits)
-        put64(self.ram, rb + 8, ptrs.get("descs", self.layout.descs))
-        put64(self.ram, rb + 16, ptrs.get("infos", self.layout.infos))
-        put64(self.ram, rb + 24, head_id)
-        put64(self.ram, rb + 32, tail_id)
-        put32(self.ram, rb + 48, size_bits)
-        put64(self.ram, rb + 56, ptrs.get("data", self.layout.data))
-
-    def data_block(self, begin: int, rid: int, payload: bytes) -> int:
-        """Write a data block as data_alloc() does; return its ``next`` lpos."""
-        size = 8 + len(payload)
-        size = (size + 7) & ~7
-        data = pa(self.layout.data)
-        off = begin % DATA_SIZE
-        if off + size > DATA_SIZE:  # wraps: id at begin *and* the block at 0
-            put64(self.ram, data + off, rid)
-            put64(self.ram, data, rid)
-            put(self.ram, data + 8, payload)
-            return begin - off + DATA_SIZE + size
-        put64(self.ram, data + off, rid)
-        put(self.ram, data + off + 8, payload)
-        return begin + size
-
-    def record(self, r: Rec) -> None:
-        slot = r.rid % COUNT
-        desc = pa(self.layout.descs) + 24 * slot
-        info = pa(self.layout.infos) + 88 * slot
-        sv_id = r.rid if r.sv_id is None else r.sv_id
-        put64(self.ram, desc, r.state << 62 | sv_id)
-        begin, nxt = r.block if r.block is not None else (NO_LPOS, NO_LPOS)
-        put64(self.ram, desc + 8, begin)
-        put64(self.ram, desc + 16, nxt)
-        put64(self.ram, info + 0, r.rid - TAIL + 1000)  # seq
-        put64(self.ram, info + 8, r.ts)
-        put16(self.ram, info + 16, len(r.text) if r.text_len is None else r.text_len)
-        put32(self.ram, info + 20, 0x80000001)  # caller_id: CPU 1
-
-
-def standard_ring(layout: Layout = DIRECT) -> tuple[RingRam, list[bytes]]:
-    """A ring of eight descriptors, six of them printable; returns (ram, expected lines)."""
-    rr = RingRam(layout)
-    t = TAIL
-    lpos = WRAP + 112
-    blocks = {}
-
-    def block(rid, payload):
-        nonlocal lpos
-        begin = lpos
-        lpos = rr.data_block(begin, rid, payload)
-        blocks[rid] = (begin, lpos)
-        return blocks[rid]
-
-    text0 = b"Linux version 6.1.0-21-amd64 (gcc-12)"
-    text1 = b"bad \x01\x7f\xff\x1b[0m end\ttab\r\v\f."
-    text2 = b"SECRET reserved"
-    text6 = b"wrapped: " + b"w" * 40
-    recs = [
-        Rec(t, COMMITTED, 0, text0, block=block(t, text0)),
-        Rec(t + 1, FINALIZED, 1_500_000_999, text1, block=block(t + 1, text1)),
-        Rec(t + 2, RESERVED, 2_000_000_000, text2, block=block(t + 2, text2)),
-        Rec(t + 3, FINALIZED, 3_000_001_000),  # data-less: an empty line
-        Rec(t + 4, COMMITTED, 4_000_000_000, sv_id=t + 4 - COUNT),  # stale slot
-        Rec(t + 5, REUSABLE, 5_000_000_000),
-        Rec(t + 6, FINALIZED, 123456_789012345, text6, block=block(t + 6, text6)),
-        # text_len larger than its block: cut at the block's end (with its padding).
-        Rec(t + 7, COMMITTED, 99999_999999999, b"truncated", 200, block(t + 7, b"truncated")),
-    ]
-    assert blocks[t + 6][0] % DATA_SIZE > blocks[t + 6][1] % DATA_SIZE  # it wraps
-    assert blocks[t + 7][1] % DATA_SIZE <= blocks[t][0] % DATA_SIZE  # no overlap
-    for r in recs:
-        rr.record(r)
-    rr.ring(COUNT_BITS, SIZE_BITS, t, t + 7)
-    expected = [
-        b"[    0.000000] Linux version 6.1.0-21-amd64 (gcc-12)\n",
-        b"[    1.500000] bad \\x01\\x7f\\xff\\x1b[0m end\ttab\r\v\f.\n",
-        b"[    3.000001] \n",
-        b"[123456.789012] wrapped: " + b"w" * 40 + b"\n",
-        b"[99999.999999] truncated" + b"\\x00" * 7 + b"\n",
-    ]
-    return rr, expected
 
 
 def dmesg(ram: bytearray, info: VmcoreInfo | None = None) -> list[bytes]:
@@ -415,7 +253,6 @@ def test_zero_count_and_size_bits():
     assert dmesg(rr.ram) == [b"[    7.000000] \n"]
 
 
-UNMAPPED = 0xFFFF_C900_0000_0000  # vmalloc area: no page-table entry
 BEYOND_RAM = DIRECT_MAP + 0x3000_0000  # mapped by the 1 GiB page, past the RAM
 
 
@@ -608,41 +445,12 @@ def test_output_is_bounded_by_the_data_ring():
 
 # -- properties (hypothesis) -------------------------------------------------------------
 
-REGIONS = {
-    "prb": (pa(PRB_SYMBOL), 8),
-    "ringbuffer": (pa(RB), 80),
-    "descs": (pa(DIRECT.descs), 24 * COUNT),
-    "infos": (pa(DIRECT.infos), 88 * COUNT),
-    "data": (pa(DIRECT.data), DATA_SIZE),
-}
-interesting_u64 = st.one_of(
-    st.integers(0, (1 << 64) - 1),
-    st.sampled_from(
-        [0, 1, TAIL, TAIL + 7, 1 << 62 | TAIL, 2 << 62 | TAIL + 1, DIRECT.data, UNMAPPED, KIMG]
-    ),
-    st.integers(0, 64),
-)
-mutation = st.one_of(
-    st.tuples(st.sampled_from(sorted(REGIONS)), st.integers(0, 2047), st.binary(max_size=16)),
-    st.tuples(
-        st.sampled_from(sorted(REGIONS)),
-        st.integers(0, 2047),
-        interesting_u64.map(lambda v: U64.pack(v)),
-    ),
-)
-
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(mutation, max_size=12), st.sampled_from([DIRECT, IMAGE]))
+@given(st.lists(ring_mutation, max_size=12), st.sampled_from([DIRECT, IMAGE]))
 def test_random_bytes_in_the_ring_raise_only_vmcore_errors(mutations, layout):
     rr, _ = standard_ring(layout)
-    for region, offset, data in mutations:
-        start, size = REGIONS[region]
-        if layout is IMAGE and region in ("descs", "infos", "data"):
-            start = pa(getattr(IMAGE, region))
-        offset %= size
-        data = data[: size - offset]
-        rr.ram[start + offset : start + offset + len(data)] = data
+    mutate_ring(rr, mutations)
     with guest_ram(rr.ram) as (mem, _):
         begin = time.perf_counter()
         lines = []
@@ -660,21 +468,8 @@ def test_random_bytes_in_the_ring_raise_only_vmcore_errors(mutations, layout):
         assert len(line) < 20 + 4 * 0xFFFF
 
 
-numeric_fields = sorted(k for k in FIELDS if k.startswith(("OFFSET(", "SIZE(", "NUMBER(")))
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.dictionaries(
-        st.sampled_from(numeric_fields + ["SYMBOL(prb)", "SYMBOL(init_top_pgt)"]),
-        st.one_of(
-            st.integers(-(2**70), 2**70).map(str),
-            st.integers(0, 2**64).map(lambda v: f"{v:x}"),
-            st.sampled_from(["", "-1", "x", "1e3", "0x10", "9" * 5000]),
-        ),
-        max_size=6,
-    )
-)
+@given(printk_field_changes)
 def test_hostile_vmcoreinfo_values_raise_only_vmcore_errors(changes):
     rr, _ = standard_ring()
     with guest_ram(rr.ram) as (mem, _):

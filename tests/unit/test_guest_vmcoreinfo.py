@@ -13,14 +13,30 @@ import time
 
 import pytest
 from guestsynth import (
+    FAKE_RELEASE,
+    KERNEL_NOTE,
+    KERNEL_TEXT,
     KIMG,
+    NAME_OFF,
+    NOTE_AT,
     PAGE,
+    RELEASE,
+    RELEASE_PA,
+    UTS_VADDR,
+    fake_note,
     guest_ram,
+    kernel_fields,
+    kernel_page_tables,
+    kernel_ram,
+    note_like,
     put,
-    put64,
+    raw_note,
     vmcoreinfo_note,
     vmcoreinfo_text,
 )
+from guestsynth import KERNEL_PHYS_BASE as PHYS_BASE
+from guestsynth import KERNEL_RAM_PAGES as RAM_PAGES
+from guestsynth import note_descs as descs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,84 +57,12 @@ from qemu_vmcore.guest.vmcoreinfo import (
     verify,
 )
 
-RELEASE = "6.1.0-21-amd64"
-FAKE_RELEASE = "6.6.6-evil"
-RAM_PAGES = 32
-PHYS_BASE = 0x8000  # written in decimal, as the kernel prints NUMBER()
-UTS_VADDR = KIMG + 0x2000  # SYMBOL(init_uts_ns): pa = 0x2000 + PHYS_BASE
-NAME_OFF = 4  # OFFSET(uts_namespace.name) (a kref before it on older kernels)
-RELEASE_PA = UTS_VADDR - KIMG + PHYS_BASE + NAME_OFF + 2 * 65
-NOTE_AT = 0x10000  # the kernel's note (page aligned: alloc_pages_exact)
 HEADER = E.NHDR.size + 12  # header + "VMCOREINFO\0" padded
-
-
-def kernel_fields(release: str = RELEASE, **changes: str | None) -> dict[str, str]:
-    fields = {
-        "OSRELEASE": release,
-        "BUILD-ID": "3a0e2bf1c8f0a9cbd0a5f1f0e4ce2b1a5c9d6e7f",
-        "PAGESIZE": "4096",
-        "SYMBOL(init_uts_ns)": f"{UTS_VADDR:x}",
-        "OFFSET(uts_namespace.name)": str(NAME_OFF),
-        "SYMBOL(prb)": "ffffffff82a1c2e8",
-        "SIZE(printk_info)": "88",
-        "NUMBER(phys_base)": str(PHYS_BASE),
-        "SYMBOL(init_top_pgt)": "ffffffff8260a000",
-        "NUMBER(pgtable_l5_enabled)": "0",
-        "KERNELOFFSET": "1e000000",
-        "NUMBER(KERNEL_IMAGE_SIZE)": "1073741824",
-        "CRASHTIME": "1718000000",
-    }
-    for key, value in changes.items():
-        key = key.replace("__", ".")
-        if value is None:
-            fields.pop(key, None)
-        else:
-            fields[key] = value
-    return fields
-
-
-KERNEL_TEXT = vmcoreinfo_text(kernel_fields())
-KERNEL_NOTE = vmcoreinfo_note(KERNEL_TEXT)
-
-
-def kernel_ram(pages: int = RAM_PAGES, note_at: int | None = NOTE_AT) -> bytearray:
-    """RAM with the kernel's init_uts_ns and (unless None) its VMCOREINFO note."""
-    ram = bytearray(pages * PAGE)
-    uts_pa = UTS_VADDR - KIMG + PHYS_BASE + NAME_OFF
-    put(ram, uts_pa, b"Linux".ljust(65, b"\0") + b"guest".ljust(65, b"\0"))
-    put(ram, RELEASE_PA, RELEASE.encode().ljust(65, b"\0"))
-    if note_at is not None:
-        put(ram, note_at, KERNEL_NOTE)
-    return ram
-
-
-def fake_note(release: str = FAKE_RELEASE, **changes: str | None) -> bytes:
-    return vmcoreinfo_note(vmcoreinfo_text(kernel_fields(release, **changes)))
-
-
-def raw_note(descsz: int, desc: bytes = b"", *, namesz: int = 11, ntype: int = 0) -> bytes:
-    return E.NHDR.pack(namesz, descsz, ntype) + b"VMCOREINFO\0\0" + desc
 
 
 def run_find(ram, device=None, state="no vmcoreinfo device", roots=()) -> Search:
     with guest_ram(ram) as (mem, host):
         return find(mem, host.fd, device, state, roots)
-
-
-PGT_AT = 0x18000  # PML4, PDPT, PD, PT in pages 24..27
-
-
-def kernel_page_tables(ram: bytearray) -> tuple[tuple[int, bool], ...]:
-    """4-level tables mapping the kernel image (KIMG + x -> PHYS_BASE + x, 4 KiB
-    pages), as a vCPU's CR3 would; returns the ``roots`` for find()."""
-    pml4, pdpt, pd, pt = (PGT_AT + k * PAGE for k in range(4))
-    flags = 0x3  # present, writable
-    put64(ram, pml4 + 8 * ((KIMG >> 39) & 0x1FF), pdpt | flags)
-    put64(ram, pdpt + 8 * ((KIMG >> 30) & 0x1FF), pd | flags)
-    put64(ram, pd + 8 * ((KIMG >> 21) & 0x1FF), pt | flags)
-    for i in range((len(ram) - PHYS_BASE) // PAGE):
-        put64(ram, pt + 8 * i, (PHYS_BASE + i * PAGE) | flags)
-    return ((pml4, False),)
 
 
 # -- parsing -----------------------------------------------------------------------------
@@ -559,29 +503,6 @@ def test_fake_note_with_its_own_init_uts_ns_is_not_verified():
 
 
 # -- properties (hypothesis) ---------------------------------------------------------------
-
-headers = st.builds(
-    lambda namesz, descsz, ntype: E.NHDR.pack(namesz, descsz, ntype),
-    st.sampled_from([11, 11, 11, 0, 12, 0xFFFFFFFF]),
-    st.one_of(
-        st.integers(0, 300),
-        st.sampled_from([MAX_NOTE_SIZE - 1, MAX_NOTE_SIZE, MAX_NOTE_SIZE + 1, 0xFFFFFFFF]),
-    ),
-    st.sampled_from([0, 0, 1, 0xFFFFFFFF]),
-)
-names = st.sampled_from([b"VMCOREINFO\0\0", b"VMCOREINFO\0\xff", b"VMCOREINF", b""])
-text_bytes = st.one_of(
-    st.binary(max_size=300),
-    st.text(
-        alphabet=st.sampled_from("OSREL=ASYMBOL()0123456789abcdef.\n\t\0\x01\x7f\xe9 "),
-        max_size=300,
-    ).map(lambda s: s.encode("utf-8")),
-)
-descs = st.one_of(text_bytes, text_bytes.map(lambda t: b"OSRELEASE=" + t))
-note_like = st.one_of(
-    st.binary(max_size=400),
-    st.builds(lambda h, n, d: h + n + d, headers, names, descs),
-)
 
 
 @given(note_like)
