@@ -1056,11 +1056,17 @@ def _info(fields: dict[str, str] | None) -> VmcoreInfo | None:
     return VmcoreInfo(note, 0, "fuzz", fields=vmcoreinfo.parse_text(text))
 
 
-def _elf_run(case: ElfCase, scratch: Path) -> None:
-    guest = case.guest
+def _scratch_files(guest, scratch: Path) -> tuple[Path, Path]:
+    """Write ``guest``'s core into ``scratch``; return (core, vmcore path, not yet there)."""
     core, out = scratch / "core", scratch / "vmcore"
     guest.write(core)
     out.unlink(missing_ok=True)
+    return core, out
+
+
+def _elf_run(case: ElfCase, scratch: Path) -> None:
+    guest = case.guest
+    core, out = _scratch_files(guest, scratch)
     vcpus = _vcpus(case.long_mode, case.ncpus)
     info = _info(case.fields)
     begin, length = case.window or (None, None)
@@ -1222,9 +1228,7 @@ def _expected_pages(guest: GuestSpec, ranges: list[GuestRange]) -> dict[int, byt
 
 def _kdump_run(case: KdumpCase, scratch: Path) -> None:
     guest = case.guest
-    core, out = scratch / "core", scratch / "vmcore"
-    guest.write(core)
-    out.unlink(missing_ok=True)
+    core, out = _scratch_files(guest, scratch)
     vcpus = _vcpus(case.long_mode, case.ncpus)
     info = None
     if case.text is not None:

@@ -35,6 +35,17 @@ def rig_case():
     return get
 
 
+@pytest.fixture(scope="session")
+def sleep_core(tmp_path_factory):
+    """``(core, pid)``: a real core of ``sleep``, a program that is not QEMU."""
+    import synth
+
+    made = synth.make_sleep_core(tmp_path_factory.mktemp("sleep"))
+    if made is None:
+        pytest.skip("no core appeared for a SIGABRT-ed sleep (core_pattern/limits)")
+    return made
+
+
 @pytest.fixture
 def mount_tmpfs(tmp_path):
     """``mount_tmpfs(options)`` mounts a tmpfs under tmp_path (unmounted afterwards).

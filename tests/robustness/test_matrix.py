@@ -332,14 +332,6 @@ def test_dump_guest_core_off_with_allow_missing(rig_case, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sleep_core(tmp_path_factory):
-    made = synth.make_sleep_core(tmp_path_factory.mktemp("sleep"))
-    if made is None:
-        pytest.skip("no core appeared for a SIGABRT-ed sleep (core_pattern/limits)")
-    return made
-
-
-@pytest.fixture(scope="module")
 def rebuilt_qemu(tmp_path_factory) -> Path:
     """QEMU 7.2 with its build-id changed: the same code, as if built again."""
     exe = tmp_path_factory.mktemp("rebuilt") / "qemu-system-x86_64"

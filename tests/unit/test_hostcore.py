@@ -641,14 +641,6 @@ def test_fifo_is_refused_without_blocking(tmp_path):
 # -- a real core of another program ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sleep_core(tmp_path_factory):
-    made = synth.make_sleep_core(tmp_path_factory.mktemp("sleep"))
-    if made is None:
-        pytest.skip("no core appeared for a SIGABRT-ed sleep (core_pattern/limits)")
-    return made
-
-
 def test_real_core_of_sleep(sleep_core):
     path, pid = sleep_core
     exe = shutil.which("sleep")
