@@ -346,6 +346,7 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
                 f"no VMCOREINFO found in guest RAM ({search.device_state}); "
                 "the guest kernel's log cannot be located"
             )
+        _warn_if_unverified(search)
         out = sys.stdout.buffer
         try:
             for line in printk.records(qc.memory, search.chosen):
@@ -395,7 +396,30 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                 progress=advance,
                 options=options,
             )
+        if not args.no_vmcoreinfo:
+            _warn_if_unverified(qc.vmcoreinfo())  # found (and cached) by extract()
     return _report_extract(args, result)
+
+
+def _warn_if_unverified(search) -> None:
+    """Say so when the VMCOREINFO used is one the kernel's memory does not confirm.
+
+    The RAM scan falls back to such a note when none verifies (see
+    guest/vmcoreinfo.py): better than none for an old kernel, but guest user
+    space can plant one, so the user must know.
+    """
+    info = search.chosen
+    if info is None or info.verified:
+        return
+    from qemu_vmcore.terminal import safe
+
+    print(
+        f"warning: the VMCOREINFO used (from {info.source} at {info.gpa:#x}, OSRELEASE "
+        f"{safe(info.osrelease or '')}) is not confirmed by the kernel's init_uts_ns; guest "
+        "user space can plant such notes"
+        + ("; the scan stopped at its candidate limit" if search.capped else ""),
+        file=sys.stderr,
+    )
 
 
 def _report_extract(args: argparse.Namespace, result) -> int:

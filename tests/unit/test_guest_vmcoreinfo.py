@@ -402,6 +402,7 @@ def test_flood_of_fakes_is_bounded():
     assert time.perf_counter() - start < 5
     assert search.candidates == MAX_CANDIDATES + 1
     assert search.rejected[-1] == f"more than {MAX_CANDIDATES} candidates; stopped scanning"
+    assert search.capped
     assert len(search.rejected) == MAX_CANDIDATES + 1
     assert search.chosen is not None and not search.chosen.verified
     assert search.chosen.gpa == 0

@@ -244,6 +244,7 @@ class Search:
     device_state: str  # what the vmcoreinfo device said
     candidates: int = 0
     rejected: list[str] = field(default_factory=list)
+    capped: bool = False  # the scan stopped at MAX_CANDIDATES
 
 
 def find(
@@ -277,6 +278,7 @@ def find(
         search.candidates += 1
         if search.candidates > MAX_CANDIDATES:
             search.rejected.append(f"more than {MAX_CANDIDATES} candidates; stopped scanning")
+            search.capped = True
             break
         try:
             info = candidate_at(mem, gpa, "guest RAM scan", MAX_SCAN_NOTE_SIZE, roots)
