@@ -266,6 +266,35 @@ def test_signal_mid_write_leaves_nothing(rig_case, tmp_path, sig, status):
     assert b"Traceback" not in err
 
 
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_decompression_leaves_nothing(rig_case, tmp_path, sig, status):
+    """Interrupted while an xz core is decompressed into --tmpdir: the partial
+    decompressed copy is removed, and no output was begun."""
+    core = compressed_core(rig_case("q72-pc-512"), "xz")
+    out_dir, work = tmp_path / "out", tmp_path / "work"
+    out_dir.mkdir()
+    work.mkdir()
+    cmd = [sys.executable, "-m", "qemu_vmcore", "extract", core, "-o", out_dir / "vmcore"]
+    proc = subprocess.Popen(
+        [*cmd, "--tmpdir", work],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as above
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(FileNotFoundError):
+            if sum(os.stat(p).st_size for p in work.iterdir()) > 64 << 20:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the decompression ended before it could be interrupted"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert list(work.iterdir()) == [] and list(out_dir.iterdir()) == []
+    assert b"Traceback" not in err
+
+
 # -- rows that write, with --allow-missing ----------------------------------------------
 
 
