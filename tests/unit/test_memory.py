@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import QemuStateError
-from qemu_vmcore.qemu.memory import GuestRange, RamSection, join_sections
+from qemu_vmcore.qemu.memory import GuestRange, join_sections
 from qemu_vmcore.qemu.x86 import dump_arch
 
 MB = 1 << 20
@@ -18,7 +18,7 @@ ROM_MR = 0xBBBB_0000
 
 
 def sec(gpa, size, hva, mr=RAM_MR, block="pc.ram", region="ram-below-4g"):
-    return RamSection(gpa, size, hva, block, region, mr)
+    return GuestRange(gpa, gpa + size, hva, block, region, mr)
 
 
 def spans(ranges):

@@ -64,20 +64,6 @@ class GuestRange:
         return self.end - self.gpa
 
 
-@dataclass(frozen=True)
-class RamSection:
-    """One RAM FlatRange before joining (what QEMU's listener sees)."""
-
-    gpa: int
-    size: int
-    hva: int
-    block: str
-    region: str
-    mr: int
-    dumpable: bool = True
-    shared: bool = False
-
-
 def read_int128(dbg: Debugger, value: Value) -> int:
     """An ``Int128`` as a Python int.
 
@@ -90,7 +76,7 @@ def read_int128(dbg: Debugger, value: Value) -> int:
     return int.from_bytes(raw, "little", signed=True)
 
 
-def flat_ram_sections(dbg: Debugger) -> list[RamSection]:
+def flat_ram_sections(dbg: Debugger) -> list[GuestRange]:
     """The FlatView's RAM ranges that QEMU's dump would consider, in order."""
     as_name = versions.pick_variable(dbg, versions.ADDRESS_SPACE_MEMORY)
     view = dbg.variable(as_name).member("current_map")
@@ -115,7 +101,7 @@ def flat_ram_sections(dbg: Debugger) -> list[RamSection]:
     return out
 
 
-def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> list[RamSection]:
+def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> list[GuestRange]:
     """The sections QEMU's dump listener adds for one FlatRange: none, the
     range itself, or (virtio-mem) its populated parts.
 
@@ -133,7 +119,12 @@ def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> 
         return [whole]
     offset = int(fr.member("offset_in_region"))
     return [
-        replace(whole, gpa=whole.gpa + (part - offset), size=size, hva=whole.hva + (part - offset))
+        replace(
+            whole,
+            gpa=whole.gpa + (part - offset),
+            end=whole.gpa + (part - offset) + size,
+            hva=whole.hva + (part - offset),
+        )
         for part, size in virtio_mem.populated_parts(dbg, rdm, mr, offset, whole.size)
     ]
 
@@ -155,7 +146,7 @@ def _range_problem(start: int, size: int) -> str | None:
 
 def _ram_section(
     dbg: Debugger, fr: Value, mr: Value, machine_dumps: bool, where: str
-) -> RamSection:
+) -> GuestRange:
     region = mr.member("name").string()
     start = read_int128(dbg, fr.member("addr").member("start"))
     size = read_int128(dbg, fr.member("addr").member("size"))
@@ -184,9 +175,9 @@ def _ram_section(
             f"RAMBlock {idstr!r}: host address {host:#x} is not a user-space address; "
             f"QEMU cannot have mapped guest RAM {start:#x}-{start + size:#x} there"
         )
-    return RamSection(
+    return GuestRange(
         gpa=start,
-        size=size,
+        end=start + size,
         hva=host + region_offset,
         block=idstr,
         region=region,
@@ -217,8 +208,9 @@ def _resolve_alias(mr: Value) -> tuple[Value, int]:
     raise QemuStateError(f"MemoryRegion alias chain longer than {MAX_ALIAS_DEPTH}")
 
 
-def join_sections(sections: list[RamSection]) -> list[GuestRange]:
-    """Join sections into guest ranges by QEMU's rules (see the module docstring).
+def join_sections(sections: list[GuestRange]) -> list[GuestRange]:
+    """Join sections (one range per FlatRange, as QEMU's listener sees them)
+    into guest ranges by QEMU's rules (see the module docstring).
 
     :raises QemuStateError: sections out of order or overlapping, which the
         memory API never produces.
@@ -234,13 +226,9 @@ def join_sections(sections: list[RamSection]) -> list[GuestRange]:
             and prev.hva + prev.size == s.hva
             and prev.mr == s.mr
         ):
-            out[-1] = replace(prev, end=s.gpa + s.size)
+            out[-1] = replace(prev, end=s.end)
         else:
-            out.append(
-                GuestRange(
-                    s.gpa, s.gpa + s.size, s.hva, s.block, s.region, s.mr, s.dumpable, s.shared
-                )
-            )
+            out.append(s)
     return out
 
 
