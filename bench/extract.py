@@ -90,13 +90,7 @@ def ours(case: rig.Case):
 def gdb_script(case: rig.Case):
     script = case.qemu_src / "scripts" / "dump-guest-memory.py"
     return lambda out: [
-        "gdb",
-        "-batch",
-        "-nx",
-        "-ex",
-        f"file {case.qemu_binary}",
-        "-ex",
-        f"core-file {case.core}",
+        *gdb_startup(case)(out),
         "-ex",
         f"source {script}",
         "-ex",
