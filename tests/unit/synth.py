@@ -31,6 +31,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from qemu_vmcore import elfdefs as E
+from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE = 4096
 PF_R, PF_W, PF_X = 4, 2, 1
@@ -333,6 +334,16 @@ RAM_PAGES = 1024
 RAM_DATA_PAGES = (0, 1, 34, 500, 1023)
 HI_HVA = 0x7F34_0000_0000  # 16 pages mapped, the first 8 dumped
 HI_DUMPED = 8
+
+# The guest ranges of ram_core()'s process, as QEMU's FlatView would give them:
+# pc.ram below 4 GiB around the VGA hole, 16 pages above 4 GiB of which the
+# core holds 8, and a range whose host memory is not in the core at all.
+G4 = 1 << 32
+HI_SIZE = 2 * HI_DUMPED * PAGE
+R0 = GuestRange(0, 0xA0000, RAM_HVA, "pc.ram", "ram-below-4g", 1)
+R1 = GuestRange(0x100000, 0x400000, RAM_HVA + 0x100000, "pc.ram", "ram-below-4g", 1)
+R2 = GuestRange(G4, G4 + HI_SIZE, HI_HVA, "hi", "ram-above-4g", 2)
+R3 = GuestRange(2 * G4, 2 * G4 + PAGE, 0x10000, "gone", "gone", 3)
 
 
 def ram_core(

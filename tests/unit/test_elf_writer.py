@@ -8,21 +8,13 @@ import os
 import pytest
 import synth
 from elftools.elf.elffile import ELFFile
-from synth import HI_DUMPED, HI_HVA, PAGE, RAM_HVA
+from synth import HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.hostcore import open_core
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.elf import ELF32, ELF64, build_image, write_elf
-
-G4 = 1 << 32
-HI_SIZE = 2 * HI_DUMPED * PAGE
-
-R0 = GuestRange(0, 0xA0000, RAM_HVA, "pc.ram", "ram-below-4g", 1)
-R1 = GuestRange(0x100000, 0x400000, RAM_HVA + 0x100000, "pc.ram", "ram-below-4g", 1)
-R2 = GuestRange(G4, G4 + HI_SIZE, HI_HVA, "hi", "ram-above-4g", 2)
-R3 = GuestRange(2 * G4, 2 * G4 + PAGE, 0x10000, "gone", "gone", 3)  # not in the core
 
 NOTES = E.note_bytes(b"CORE", E.NT_PRSTATUS, bytes(range(256)) + bytes(80)) + E.note_bytes(
     b"QEMU", 0, b"\x01" * 0x1B8

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import synth
 from elftools.elf.elffile import ELFFile
-from synth import HI_DUMPED, HI_HVA, PAGE, RAM_HVA
+from synth import G4, HI_DUMPED, HI_SIZE, PAGE, R0, R1, R2, R3
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
@@ -17,16 +17,8 @@ from qemu_vmcore.extract import describe_missing, extract, kernel_text_load, min
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, Search, VmcoreInfo
 from qemu_vmcore.hostcore import open_core
-from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.source import QemuCore
-
-G4 = 1 << 32
-HI_SIZE = 2 * HI_DUMPED * PAGE
-R0 = GuestRange(0, 0xA0000, RAM_HVA, "pc.ram", "ram-below-4g", 1)
-R1 = GuestRange(0x100000, 0x400000, RAM_HVA + 0x100000, "pc.ram", "ram-below-4g", 1)
-R2 = GuestRange(G4, G4 + HI_SIZE, HI_HVA, "hi", "ram-above-4g", 2)
-R3 = GuestRange(2 * G4, 2 * G4 + PAGE, 0x10000, "gone", "gone", 3)
 
 
 def fake_vcpu(long_mode: bool) -> X86State:

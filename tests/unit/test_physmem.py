@@ -11,7 +11,7 @@ import pytest
 import synth
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synth import HI_DUMPED, HI_HVA, PAGE, RAM_HVA
+from synth import G4, HI_DUMPED, HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
 
 from qemu_vmcore.errors import MissingMemoryError, OutputError
 from qemu_vmcore.guest import physmem
@@ -33,13 +33,6 @@ DATA, NOT_DUMPED, UNTOUCHED, UNMAPPED = (
     PieceKind.UNTOUCHED,
     PieceKind.UNMAPPED,
 )
-G4 = 1 << 32
-HI_SIZE = 2 * HI_DUMPED * PAGE
-
-R0 = GuestRange(0, 0xA0000, RAM_HVA, "pc.ram", "ram-below-4g", 1)
-R1 = GuestRange(0x100000, 0x400000, RAM_HVA + 0x100000, "pc.ram", "ram-below-4g", 1)
-R2 = GuestRange(G4, G4 + HI_SIZE, HI_HVA, "hi", "ram-above-4g", 2)
-R3 = GuestRange(2 * G4, 2 * G4 + PAGE, 0x10000, "gone", "gone", 3)
 
 
 @pytest.fixture
