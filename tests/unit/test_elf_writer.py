@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 import synth
@@ -21,6 +22,20 @@ NOTES = E.note_bytes(b"CORE", E.NT_PRSTATUS, bytes(range(256)) + bytes(80)) + E.
 )
 
 
+def _write(core: Path, ranges, image, out: Path) -> list[int]:
+    """Write ``image`` of ``ranges`` (read from ``core``) to a new file ``out``;
+    return the progress callbacks' byte counts."""
+    done: list[int] = []
+    with open_core(core) as host:
+        mem = GuestPhysicalMemory(ranges, host)
+        fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            write_elf(fd, image, mem, done.append)
+        finally:
+            os.close(fd)
+    return done
+
+
 def expected_bytes(r: GuestRange, ram: bytes, hi: bytes) -> bytes:
     """What guest RAM ``r`` holds according to the synthetic core (zeros where absent)."""
     if r.hva >= RAM_HVA and r.hva < RAM_HVA + len(ram):
@@ -34,14 +49,7 @@ def write_vmcore(tmp_path, ranges, *, elf=ELF64, machine=E.EM_X86_64, notes=NOTE
     core, ram, hi = synth.ram_core(tmp_path / "core")
     image = build_image(ranges, notes, elf=elf, machine=machine)
     out = tmp_path / "vmcore"
-    done = []
-    with open_core(core.path) as host:
-        mem = GuestPhysicalMemory(ranges, host)
-        fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write_elf(fd, image, mem, done.append)
-        finally:
-            os.close(fd)
+    done = _write(core.path, ranges, image, out)
     return core, ram, hi, image, out, done
 
 
@@ -215,14 +223,7 @@ def xnum_vmcore(tmp_path_factory):
     ranges = _ranges(XNUM_RANGES)
     image = build_image(ranges, NOTES)
     out = d / "vmcore"
-    done = []
-    with open_core(core.path) as host:
-        mem = GuestPhysicalMemory(ranges, host)
-        fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            write_elf(fd, image, mem, done.append)
-        finally:
-            os.close(fd)
+    done = _write(core.path, ranges, image, out)
     return payload, ranges, image, out, done
 
 
