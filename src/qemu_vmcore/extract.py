@@ -139,7 +139,8 @@ def extract(
     started = time.monotonic()
     options = options or DumpOptions()
     options.check()
-    check_target(output, force=force)
+    inputs = (qc.host.path,)  # never replaced by the vmcore, even with force
+    check_target(output, force=force, inputs=inputs)
     ranges = select_ranges(qc.ranges, options)
     # A filter dumps parts of the ranges: the same core, seen through clipped ranges.
     memory = qc.memory if ranges is qc.ranges else qc.memory.with_ranges(ranges)
@@ -168,13 +169,13 @@ def extract(
         from qemu_vmcore.writers import kdump
 
         layout, method = kdump_layout(qc, ranges, notes, info, elfclass, options)
-        with atomic_output(output, force=force) as fd:
+        with atomic_output(output, force=force, inputs=inputs) as fd:
             kdump.write_kdump(fd, layout, memory, method, flattened=options.flattened,
                               threads=options.thread_count(), progress=progress)  # fmt: skip
             file_size = os.fstat(fd).st_size
     else:
         image = elf_image(qc, ranges, notes, info, options)
-        with atomic_output(output, force=force) as fd:
+        with atomic_output(output, force=force, inputs=inputs) as fd:
             write_elf(fd, image, memory, progress)
         file_size = image.file_size
     return ExtractResult(

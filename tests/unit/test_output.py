@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,15 +43,36 @@ def test_mode_is_0600_whatever_the_umask(tmp_path, umask, mask):
     assert entries(tmp_path) == ["vmcore"]
 
 
-def test_the_file_appears_only_when_complete(tmp_path):
+@pytest.fixture(params=["O_TMPFILE", "named"])
+def mode(request, monkeypatch):
+    """Run a test with O_TMPFILE, and again as on a file system without it."""
+    if request.param == "named":
+        real_open = os.open
+
+        def no_tmpfile(path, flags, *args, **kwargs):
+            if flags & os.O_TMPFILE == os.O_TMPFILE:
+                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", no_tmpfile)
+    return request.param
+
+
+def test_the_file_appears_only_when_complete(tmp_path, mode):
     target = tmp_path / "vmcore"
     with atomic_output(target, force=False) as fd:
         os.write(fd, b"partial")
         assert not target.exists()
-        (tmp,) = entries(tmp_path)
-        assert tmp.startswith(".vmcore.") and tmp.endswith(".tmp")
-        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / tmp))
+        if mode == "O_TMPFILE":
+            # Unnamed until complete: nothing a SIGKILL could leave behind.
+            assert entries(tmp_path) == []
+            assert os.fstat(fd).st_nlink == 0
+        else:
+            (tmp,) = entries(tmp_path)
+            assert tmp.startswith(".qv-") and tmp.endswith(".tmp")
+            assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / tmp))
     assert entries(tmp_path) == ["vmcore"]
+    assert target.read_bytes() == b"partial"
 
 
 def test_existing_target_is_refused_without_force(tmp_path):
@@ -93,12 +118,22 @@ def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path):
 
 @pytest.mark.parametrize("force", [False, True])
 def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path, monkeypatch, force):
-    """Someone who guessed the temporary name and put a symlink there first:
-    O_EXCL|O_NOFOLLOW make the create fail, and nothing is written through it."""
+    """Without O_TMPFILE, someone who guessed the temporary name and put a
+    symlink there first: O_EXCL|O_NOFOLLOW make the create fail, and nothing
+    is written through it. (With O_TMPFILE and --force, the link(2) to the
+    temporary name fails the same way.)"""
     monkeypatch.setattr(os, "urandom", lambda n: b"\x11" * n)
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
     victim = tmp_path / "victim"
     victim.write_bytes(b"do not touch")
-    planted = tmp_path / f".vmcore.{'11' * 6}.tmp"
+    planted = tmp_path / f".qv-{'11' * 6}.tmp"
     planted.symlink_to(victim)
     with pytest.raises(OutputError, match="cannot create a file: File exists"):
         with atomic_output(tmp_path / "vmcore", force=force) as fd:
@@ -204,3 +239,91 @@ def test_check_target_refuses_an_unwritable_directory(tmp_path):
     d.mkdir(mode=0o555)
     with pytest.raises(OutputError, match="not writable"):
         check_target(d / "vmcore", force=False)
+
+
+def test_a_target_that_appears_meanwhile_wins_in_either_mode(tmp_path, mode):
+    """link(2) gives the name, and fails rather than replace: no clobber even
+    when the file appears after the last check."""
+    target = tmp_path / "vmcore"
+    with pytest.raises(OutputError, match="already exists"):
+        with atomic_output(target, force=False) as fd:
+            os.write(fd, b"ours")
+            target.write_bytes(b"theirs")
+    assert target.read_bytes() == b"theirs"
+    assert entries(tmp_path) == ["vmcore"]
+
+
+def test_force_replaces_in_either_mode(tmp_path, mode):
+    target = tmp_path / "vmcore"
+    target.write_bytes(b"old")
+    with atomic_output(target, force=True) as fd:
+        os.write(fd, b"new")
+    assert target.read_bytes() == b"new"
+    assert entries(tmp_path) == ["vmcore"]
+
+
+@pytest.mark.parametrize("length", [238, 250, 255])
+def test_names_up_to_name_max_work(tmp_path, mode, length):
+    target = tmp_path / ("v" * length)
+    for force in (False, True):
+        with atomic_output(target, force=force) as fd:
+            os.write(fd, b"x")
+    assert entries(tmp_path) == [target.name]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_device_is_never_replaced(force):
+    before = os.stat("/dev/null")
+    with pytest.raises(OutputError, match="is a device, not a regular file") as info:
+        check_target(Path("/dev/null"), force=force)
+    assert info.value.exit_code == 3
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_fifo_or_socket_is_never_replaced(tmp_path, force):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="is a FIFO"):
+        with atomic_output(fifo, force=force):
+            pytest.fail("the body must not run")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    with pytest.raises(OutputError, match="is a socket"):
+        check_target(tmp_path / "sock", force=force)
+    sock.close()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_the_input_is_never_the_output(tmp_path, force):
+    core = tmp_path / "core"
+    core.write_bytes(b"the only copy")
+    hard = tmp_path / "hardlink"
+    os.link(core, hard)
+    for target in (core, hard):
+        with pytest.raises(OutputError, match="is the input .* itself") as info:
+            with atomic_output(target, force=force, inputs=[core]):
+                pytest.fail("the body must not run")
+        assert info.value.exit_code == 3
+    assert core.read_bytes() == b"the only copy"
+
+
+def test_sigkill_leaves_nothing(tmp_path):
+    """A writer killed mid-file leaves no file: it was never named."""
+    code = (
+        "import os, sys; from pathlib import Path;"
+        "from qemu_vmcore.output import atomic_output\n"
+        "with atomic_output(Path(sys.argv[1]), force=False) as fd:\n"
+        "    os.write(fd, b'x' * 65536); print('written', flush=True); sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "vmcore")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout.readline() == b"written\n"
+    proc.kill()
+    proc.wait(timeout=10)
+    assert entries(tmp_path) == []

@@ -235,7 +235,7 @@ def run(args: argparse.Namespace, warnings: list[str]):
     arch = parse_arch(args.arch)
     output = Path(os.path.abspath(os.path.expanduser(args.file)))
     core_path = core_in_gdb()
-    check_target(output, force=args.force)  # refuse before the slow part
+    check_target(output, force=args.force, inputs=[core_path])  # refuse before the slow part
     given = executable_given(core_path)
     backing = not args.no_backing_files
     with open_qemu_core(core_path, qemu=given, backend="gdb", backing_files=backing) as qc:
