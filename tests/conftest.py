@@ -68,10 +68,10 @@ def mount_tmpfs(tmp_path):
         subprocess.run(["umount", where], check=False)
 
 
-def run_cli(*args: object, check: bool = False, env: dict | None = None):
+def run_cli(*args: object, check: bool = False, env: dict | None = None, cwd: Path | None = None):
     """Run ``python -m qemu_vmcore ARGS`` and return the CompletedProcess."""
     cmd = [sys.executable, "-m", "qemu_vmcore", *map(os.fspath, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

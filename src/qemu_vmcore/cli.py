@@ -46,7 +46,8 @@ debug info:
   (from the debug archive); Fedora: dnf debuginfo-install qemu-system-x86-core.
   An unstripped QEMU build can be named with --qemu.
 
-exit status: 0 success, 2 bad input, 3 output problem, 130/143 interrupted.
+exit status: 0 success, 2 bad input, 3 output problem, 128+N ended by signal N
+(130 Ctrl-C, 143 SIGTERM; also SIGHUP, SIGQUIT, SIGUSR1, SIGALRM).
 """
 
 
@@ -161,8 +162,18 @@ def _dump_options(args: argparse.Namespace):
     return options
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and a pointer to --help (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from qemu_vmcore.terminal import safe
+
+        print(f"error: {safe(message)} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qemu-vmcore",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(script_path())
         return 0
-    _install_sigterm()
+    _install_signal_handlers()
     if args.debug:
         import logging
 
@@ -248,24 +259,50 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f"{e.filename}: " if e.filename else ""
         _error(f"{where}{e.strerror or e}")
-        return 1
+        return _os_error_status(args, e)
     except KeyboardInterrupt:
         _error("interrupted; no output written")
-        return 130
-    except _Terminated:
-        _error("terminated; no output written")
-        return 143
+        return 128 + signal.SIGINT
+    except _Terminated as e:
+        _error(f"{signal.Signals(e.signum).name}: terminated; no output written")
+        return 128 + e.signum
+
+
+def _os_error_status(args: argparse.Namespace, e: OSError) -> int:
+    """3 when the error is about the output (its path or its directory), else 2 (input)."""
+    output = getattr(args, "output", None)
+    if output is not None and e.filename is not None:
+        try:
+            where = Path(os.fsdecode(e.filename)).absolute()
+        except (TypeError, ValueError):
+            return 2
+        out = Path(output).absolute()
+        if where in (out, out.parent) or where.parent == out.parent and where.name.startswith("."):
+            return 3
+    return 2
+
+
+#: Signals that end a run the way SIGTERM does: cleanup runs, exit 128+N.
+CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGALRM)
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised so that cleanup (removing a temporary file) runs."""
+    """A signal of CLEANUP_SIGNALS, raised so that cleanup (closing or removing
+    the unfinished output, a decompressed copy) runs before the exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _install_sigterm() -> None:
+def _install_signal_handlers() -> None:
     def handler(signum: int, frame: object) -> None:
-        raise _Terminated()
+        raise _Terminated(signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in CLEANUP_SIGNALS:
+        # A signal ignored by whoever started us (nohup's SIGHUP) stays ignored.
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 def _error(message: str, hint: str | None = None) -> None:
@@ -363,7 +400,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from qemu_vmcore.output import check_target
 
     options = _dump_options(args)
-    check_target(args.output, force=args.force)  # refuse before the slow part
+    inputs = [args.core] if args.core is not None else []
+    check_target(args.output, force=args.force, inputs=inputs)  # refuse before the slow part
     if args.backend == "gdb":
         from qemu_vmcore.gdb.runner import extract_in_gdb
         from qemu_vmcore.plan import DumpOptions

@@ -52,7 +52,33 @@ def test_version():
 
 def test_no_command_is_a_usage_error():
     proc = run_cli()
-    assert proc.returncode == 2 and "usage:" in proc.stderr
+    assert proc.returncode == 2
+    assert_one_line_error(proc, "COMMAND", "qemu-vmcore --help")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["extract", "core"], ["--output", "required", "qemu-vmcore extract --help"]),
+        (["extract", "core", "-o", "v", "--format", "zip"], ["--format", "invalid choice"]),
+        (["info", "core", "--no-such-option"], ["unrecognized arguments", "--no-such-option"]),
+        (["frobnicate"], ["invalid choice", "'frobnicate'", "qemu-vmcore --help"]),
+        (["extract", "core", "-o", "v", "--begin", "x"], ["--begin"]),
+    ],
+)
+def test_argument_errors_are_one_line_with_status_2(argv, needles, tmp_path):
+    """A usage mistake is one ``error:`` line naming it and where help is,
+    not argparse's usage block, and no output file is begun."""
+    proc = run_cli(*argv, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_line_error(proc, *needles)
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_an_escape_in_an_argument_error_reaches_the_terminal_inert():
+    proc = run_cli("extract", "core", "-o", "v", "--format", "x\x1b[31m")
+    assert_one_line_error(proc, "invalid choice")
+    assert "\x1b" not in proc.stderr
 
 
 # The bad-input matrix (missing, directory, empty, random, executable, another
