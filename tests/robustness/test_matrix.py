@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import stat
@@ -228,19 +229,26 @@ def test_symlink_at_the_output_is_replaced_with_force(rig_case, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["victim", "vmcore"]
 
 
-@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_mid_write_leaves_nothing(rig_case, tmp_path, sig, status):
-    """Interrupted while the temporary file is being written: it is removed.
+def _bytes_being_written(pid: int, out_dir: Path) -> int:
+    """How much the process ``pid`` has written to files it holds open in ``out_dir``.
 
-    kdump-zlib of a guest with 256 MiB of random data takes seconds to
-    compress, so the signal lands mid-write.
+    The output is an unnamed (O_TMPFILE) file until it is complete, so it is
+    not in ``out_dir``'s listing; the process's descriptors still show it
+    (``/proc/PID/fd/N -> OUT_DIR/#INODE (deleted)``).
     """
-    core = rig_case("q10-q35-512").core
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    cmd = [sys.executable, "-m", "qemu_vmcore", "extract", core, "-o", out_dir / "vmcore"]
-    proc = subprocess.Popen(
-        [*cmd, "--format", "kdump-zlib"],
+    written = 0
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith(f"{out_dir}/"):
+                    written = max(written, os.stat(fd).st_size)
+    return written
+
+
+def _start_extract(core: Path, out: Path, *args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "qemu_vmcore", "extract", core, "-o", out, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         # As a terminal's Ctrl-C finds it: a shell starts background jobs
@@ -248,22 +256,72 @@ def test_signal_mid_write_leaves_nothing(rig_case, tmp_path, sig, status):
         # then rightly leaves it ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [
+        (signal.SIGINT, 130),
+        (signal.SIGTERM, 143),
+        (signal.SIGHUP, 129),
+        (signal.SIGQUIT, 131),
+        (signal.SIGUSR1, 138),
+        (signal.SIGALRM, 142),
+    ],
+)
+def test_signal_mid_write_leaves_nothing(rig_case, tmp_path, sig, status):
+    """Interrupted while the output is being written: nothing is left, and the
+    exit status is 128 + the signal's number, with one line saying so.
+
+    kdump-zlib of a guest with 256 MiB of random data takes seconds to
+    compress, so the signal lands mid-write.
+    """
+    core = rig_case("q10-q35-512").core
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = _start_extract(core, out_dir / "vmcore", "--format", "kdump-zlib")
     deadline = time.monotonic() + 120
-    written = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        temps = list(out_dir.iterdir())
-        with contextlib.suppress(FileNotFoundError):
-            written = max((os.stat(p).st_size for p in temps), default=0)
-        if written > 4 << 20:
+        if _bytes_being_written(proc.pid, out_dir) > 4 << 20:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the extraction ended before it could be interrupted"
-    assert [p.name for p in out_dir.iterdir()] != ["vmcore"]  # still a temporary file
+    assert list(out_dir.iterdir()) == []  # the output has no name yet
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err
     assert list(out_dir.iterdir()) == []
-    assert b"Traceback" not in err
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stderr=err.decode())
+    assert_one_line_error(done, sig.name if sig != signal.SIGINT else "interrupted")
+
+
+@pytest.mark.parametrize(("case", "fmt"), [("q72-pc-512", "elf"), ("q10-q35-512", "kdump-zlib")])
+def test_sigkill_at_any_moment_leaves_nothing(rig_case, tmp_path, case, fmt):
+    """SIGKILL, which no handler sees, at 20 moments spread over a run: the
+    output directory and --tmpdir are empty after each, or hold exactly the
+    finished vmcore when the kill came too late."""
+    core = rig_case(case).core
+    out_dir, work = tmp_path / "out", tmp_path / "work"
+    out_dir.mkdir()
+    work.mkdir()
+    t0 = time.monotonic()
+    run_cli("extract", core, "-o", out_dir / "vmcore", "--format", fmt, "-q", check=True)
+    full = time.monotonic() - t0
+    (out_dir / "vmcore").unlink()
+    rng = random.Random(f"{case}-{fmt}")  # the same moments on every run
+    for i in range(20):
+        at = full * (i + rng.random()) / 20
+        proc = _start_extract(core, out_dir / "vmcore", "--format", fmt, "--tmpdir", work)
+        time.sleep(at)
+        proc.kill()
+        proc.communicate(timeout=60)
+        left = sorted(p.name for p in out_dir.iterdir())
+        assert list(work.iterdir()) == [], f"kill at {at:.2f}s"
+        if left == ["vmcore"]:  # it finished first: the file must be whole
+            assert proc.returncode == 0, f"kill at {at:.2f}s: a vmcore, yet killed"
+            (out_dir / "vmcore").unlink()
+        else:
+            assert left == [], f"kill at {at:.2f}s left {left}"
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -436,3 +494,43 @@ def test_qemu_and_debug_file_options_supply_debug_info(stripped_core, tmp_path):
             # Never in long mode: EM_386, in ELF64 because the BIOS ends at 4 GiB.
             assert f.read(20) == g.read(20)
         out.unlink()
+
+
+def test_the_core_itself_is_never_the_output(rig_case, tmp_path):
+    """``-o`` naming the core, or a hard link to it, is refused even with
+    --force: replacing it would destroy the only copy of the guest."""
+    core = rig_case("q72-pc-bios").core
+    before = os.stat(core)
+    link = tmp_path / "core-link"
+    os.link(core, link)
+    for target in (core, link):
+        proc = run_cli("extract", core, "-o", target, "--force")
+        assert proc.returncode == EXIT_OUTPUT
+        assert_one_line_error(proc, str(target), "is the input", "never overwritten")
+    after = os.stat(core)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    link.unlink()
+
+
+@pytest.mark.parametrize("kind", ["/dev/null", "fifo", "socket"])
+def test_special_files_are_never_replaced(rig_case, tmp_path, kind):
+    import socket as socketlib
+
+    if kind == "/dev/null":
+        target = Path(kind)
+    elif kind == "fifo":
+        target = tmp_path / "fifo"
+        os.mkfifo(target)
+    else:
+        target = tmp_path / "sock"
+        sock = socketlib.socket(socketlib.AF_UNIX)
+        sock.bind(os.fspath(target))
+    mode = os.lstat(target).st_mode
+    proc = run_cli("extract", rig_case("q72-pc-bios").core, "-o", target, "--force")
+    assert proc.returncode == EXIT_OUTPUT
+    assert_one_line_error(proc, str(target), "not a regular file")
+    assert os.lstat(target).st_mode == mode
