@@ -100,6 +100,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="do not read shared file-backed guest RAM that the core lacks from its backing "
         "file (memory-backend-file,share=on); such RAM is then missing",
     )
+    p.add_argument(
+        "--accept-inconsistent",
+        action="store_true",
+        help="go on, with a warning on stderr (and in --json), where QEMU's state disagrees "
+        "with independent facts: the FlatView's RAM against -m (ram_size) and the RAMBlocks, "
+        "a RAMBlock against the core's mappings, the vCPU list against -smp; without it "
+        "each disagreement is an error",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -355,7 +363,15 @@ def _open(args: argparse.Namespace) -> Iterator[QemuCore]:
             debug_file=args.debug_file,
             backend=args.backend,
             backing_files=not args.no_backing_files,
+            strict=not args.accept_inconsistent,
         ) as qc:
+            from qemu_vmcore.terminal import safe
+
+            for problem in qc.inconsistencies:
+                print(
+                    safe(f"warning: QEMU's state disagrees with itself: {problem.message}"),
+                    file=sys.stderr,
+                )
             yield qc
 
 

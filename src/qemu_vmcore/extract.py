@@ -56,6 +56,9 @@ class ExtractResult:
     vmcoreinfo: VmcoreInfo | None = None
     format: str = "elf"
     backing: tuple[BackingUse, ...] = ()
+    #: Disagreements in QEMU's state accepted with ``--accept-inconsistent``
+    #: (see qemu/crosscheck.py), one line each.
+    inconsistencies: tuple[str, ...] = ()
 
 
 def minimal_notes() -> bytes:
@@ -188,6 +191,7 @@ def extract(
         vmcoreinfo=info,
         format=options.format,
         backing=tuple(memory.backing_uses()),
+        inconsistencies=tuple(p.message for p in qc.inconsistencies),
     )
 
 

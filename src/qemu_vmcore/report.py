@@ -41,6 +41,8 @@ def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
             for c in qc.vcpus
         ],
         "vmcoreinfo": _vmcoreinfo_dict(qc) if vmcoreinfo else None,
+        # Accepted with --accept-inconsistent (qemu/crosscheck.py); else empty.
+        "inconsistencies": [p.message for p in qc.inconsistencies],
         "ram_bytes": qc.ram_total,
         "ranges": [
             {
@@ -106,6 +108,7 @@ def extract_dict(result: ExtractResult) -> dict:
         "ram_bytes": result.ram_bytes,
         "ranges": result.ranges,
         "seconds": round(result.seconds, 3),
+        "inconsistencies": list(getattr(result, "inconsistencies", ())),
         "missing": [
             {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
             for p in result.missing

@@ -16,7 +16,7 @@ from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, Vmco
 from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.hostcore import HostCore, open_core
-from qemu_vmcore.qemu import devices, memory, state, x86
+from qemu_vmcore.qemu import crosscheck, devices, memory, state, x86
 from qemu_vmcore.qemu.memory import GuestRange
 
 
@@ -31,6 +31,9 @@ class QemuCore:
     vcpus: list[x86.X86State]
     executable: Path | None
     notices: list[str] = field(default_factory=list)
+    #: Where QEMU's state disagrees with independent facts (see
+    #: qemu/crosscheck.py); only non-empty when opened with ``strict=False``.
+    inconsistencies: list[crosscheck.Inconsistency] = field(default_factory=list)
     _vmcoreinfo: vmcoreinfo.Search | None = field(default=None, repr=False)
 
     # Facts only ``info`` shows are computed on first use, keeping them (and
@@ -106,17 +109,26 @@ def open_qemu_core(
     debug_file: Path | None = None,
     backend: str = "drgn",
     backing_files: bool = True,
+    strict: bool = True,
 ) -> QemuCore:
     """Open the core of a QEMU process and rebuild its guest's memory map.
 
     :param backing_files: read shared file-backed guest RAM the core lacks
         from its backing file (see :mod:`qemu_vmcore.guest.backing`).
+    :param strict: refuse when QEMU's state disagrees with independent facts
+        (:mod:`qemu_vmcore.qemu.crosscheck`); with False such disagreements
+        that still allow a vmcore are kept in ``inconsistencies`` instead.
     :raises VmcoreError: (a subclass) for every problem with the input.
     """
     host = open_core(path)
     try:
         return _open(
-            host, qemu=qemu, debug_file=debug_file, backend=backend, backing_files=backing_files
+            host,
+            qemu=qemu,
+            debug_file=debug_file,
+            backend=backend,
+            backing_files=backing_files,
+            strict=strict,
         )
     except QemuStateError as e:
         host.close()
@@ -139,6 +151,7 @@ def _open(
     debug_file: Path | None,
     backend: str,
     backing_files: bool = True,
+    strict: bool = True,
 ) -> QemuCore:
     if backend not in ("drgn", "gdb"):
         raise VmcoreError(f"unknown backend {backend!r}")
@@ -156,13 +169,59 @@ def _open(
     if not dbg.has_variable("address_space_memory"):
         raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
     ranges = memory.guest_ram(dbg)
+    crosscheck.require_ram(ranges)
     cpus = state.vcpus(dbg)
-
-    return QemuCore(
+    indices = [int(cpu.member("cpu_index")) for cpu in cpus]
+    problems = crosscheck.check(dbg, ranges, indices, host.segments)
+    fatal = [p for p in problems if p.fatal or strict]
+    if fatal:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise QemuStateError(
+            f"QEMU's state disagrees with itself: {fatal[0].message}{more}",
+            hint=None if fatal[0].fatal else _ACCEPT_HINT,
+            inconsistencies=problems,
+        )
+    qc = QemuCore(
         host=host,
         dbg=dbg,
         ranges=ranges,
         memory=GuestPhysicalMemory(ranges, host, backing_files=backing_files),
         vcpus=[x86.read_state(dbg, cpu) for cpu in cpus],
         executable=dbg.executable,
+        inconsistencies=problems,
     )
+    _check_machine_ram_present(qc, strict)
+    return qc
+
+
+_ACCEPT_HINT = "--accept-inconsistent writes the vmcore anyway, with a warning"
+
+
+def _check_machine_ram_present(qc: QemuCore, strict: bool) -> None:
+    """The machine's RAM cannot be wholly "never touched": firmware, or QEMU
+    loading the kernel, writes to it before the guest runs a single
+    instruction. A core whose RAM segment claims no bytes (its p_filesz
+    zeroed) would otherwise become a vmcore of zeros."""
+    from qemu_vmcore.guest.physmem import PieceKind
+
+    main = [r for r in qc.ranges if r.block == _machine_ram_block(qc)]
+    if not main or any(
+        p.kind is not PieceKind.UNTOUCHED for r in main for p in qc.memory.pieces(r)
+    ):
+        return
+    problem = crosscheck.Inconsistency(
+        f"the core holds not one byte of the machine's RAM {main[0].block!r} "
+        f"({sum(r.size for r in main):#x} bytes), yet QEMU says the guest could dump it; "
+        "firmware always writes to it, so the core's program headers are corrupt"
+    )
+    if strict:
+        raise QemuStateError(problem.message, hint=_ACCEPT_HINT)
+    qc.inconsistencies.append(problem)
+
+
+def _machine_ram_block(qc: QemuCore) -> str | None:
+    ms = state.machine(qc.dbg)
+    if not ms.has_member("ram") or int(ms.member("ram")) == 0:
+        return None
+    block = ms.member("ram").member("ram_block")
+    return block.member("idstr").string() if int(block) else None

@@ -69,6 +69,12 @@ class Targets:
     :param ram_range: index in the FlatView of ``pc.ram``'s range at 1 MiB.
     :param ram_range_start: that FlatRange's ``addr.start`` value.
     :param ram_range_size: that FlatRange's ``addr.size`` (an Int128).
+    :param ram_used_length: ``pc.ram``'s ``RAMBlock.used_length``.
+    :param ram_size: ``current_machine->ram_size`` (``-m``).
+    :param cpu_index: the first vCPU's ``cpu_index`` (int).
+    :param cs_selector: the first vCPU's ``env.segs[R_CS].selector``.
+    :param cpu_list_first: the vCPU list's ``tqh_first``.
+    (``*_value``: the pristine value there.)
     """
 
     nr: int
@@ -81,6 +87,14 @@ class Targets:
     ram_range: int
     ram_range_start: int
     ram_range_size: int
+    ram_range_size_value: int = 0
+    ram_used_length: int = 0
+    ram_used_length_value: int = 0
+    ram_size: int = 0
+    ram_size_value: int = 0
+    cpu_index: int = 0
+    cs_selector: int = 0
+    cpu_list_first: int = 0
 
 
 def _int128(prog: drgn.Program, obj: drgn.Object) -> int:
@@ -118,6 +132,14 @@ def find_targets(core: Path, qemu_binary: Path) -> Targets:
         ram_range=ram_range,
         ram_range_start=_int128(prog, fr.addr.start),
         ram_range_size=fr.addr.size.address_,
+        ram_range_size_value=_int128(prog, fr.addr.size),
+        ram_used_length=block.used_length.address_,
+        ram_used_length_value=int(block.used_length),
+        ram_size=prog["current_machine"].ram_size.address_,
+        ram_size_value=int(prog["current_machine"].ram_size),
+        cpu_index=first.cpu_index.address_,
+        cs_selector=drgn.cast("X86CPU *", first).env.segs[1].selector.address_,
+        cpu_list_first=prog[cpu_list].tqh_first.address_,
     )
 
 
@@ -161,6 +183,10 @@ class CorruptibleCore:
             if start + size <= b.hva and start + size < 1 << 47:
                 return start
         raise AssertionError("no gap in the core's address space")
+
+    def code_segment(self) -> int:
+        """The start of a read-only, executable mapping of the core (QEMU's text)."""
+        return next(s.hva for s in self._host.segments if s.flags & 7 == 5)
 
     def close(self) -> None:
         self._host.close()
@@ -356,3 +382,119 @@ def test_flatrange_int128_size_overflows(core, command, out_dir, size):
         f"start={t.ram_range_start:#x} size={size:#x}",
         f"start+size={t.ram_range_start + size:#x} overflows 2**64",
     )
+
+
+# -- QEMU's state against independent facts (qemu/crosscheck.py) ----------------------------
+#
+# Each of these cores is readable and, field by field, plausible: only a
+# second source (the machine's ram_size, the RAMBlock's length, the core's
+# own mappings, smp) shows it is wrong. Without the checks each made a
+# plausible vmcore: an empty one, one with a hole, or QEMU's code as RAM.
+
+
+def _u64(v: int) -> bytes:
+    return v.to_bytes(8, "little")
+
+
+def test_flatview_with_no_ranges_is_an_error(core, command, out_dir):
+    """FlatView ``nr`` = 0: once ``wrote v: 0 ranges, 0 bytes of guest RAM``."""
+    with core.patched(core.targets.nr, bytes(4)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "holds no guest RAM", "address_space_memory.current_map")
+
+
+def test_ram_size_disagrees_with_the_flatview(core, command, out_dir):
+    """``MachineState.ram_size`` doubled: the map holds half of it."""
+    t = core.targets
+    with core.patched(t.ram_size, _u64(2 * t.ram_size_value)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(
+        proc, out_dir, "MachineState.ram_size", f"{2 * t.ram_size_value:#x}", "used_length"
+    )
+
+
+def test_a_flatrange_shrunk_leaves_ram_out(core, command, out_dir):
+    """``pc.ram``'s FlatRange at 1 MiB made 256 MiB shorter: a hole in the
+    dump that no other field betrays."""
+    t = core.targets
+    size = t.ram_range_size_value - (256 << 20)
+    with core.patched(t.ram_range_size, size.to_bytes(16, "little")):
+        proc = run(command, core.path, out_dir)
+    held = t.ram_size_value - (256 << 20)
+    assert_refused(proc, out_dir, f"holds {held:#x} bytes of the machine's RAM 'pc.ram'",
+                   f"the machine has {t.ram_size_value:#x}")  # fmt: skip
+
+
+def test_ramblock_used_length_shrunk(core, command, out_dir):
+    """``pc.ram``'s ``used_length`` halved: the map holds more than the block."""
+    t = core.targets
+    with core.patched(t.ram_used_length, _u64(t.ram_used_length_value // 2)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "RAMBlock 'pc.ram'",
+                   f"{t.ram_used_length_value // 2:#x} bytes long (used_length)")  # fmt: skip
+
+
+def test_ramblock_host_in_qemus_code(core, command, out_dir):
+    """``pc.ram``'s ``host`` moved onto QEMU's own r-x text: a readable,
+    dumped, user-space address, so only the mapping's permissions betray it."""
+    text = core.code_segment()
+    with core.patched(core.targets.ram_host, _u64(text)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "RAMBlock 'pc.ram'", "lies in a r- mapping",
+                   "QEMU's guest RAM is mapped rw")  # fmt: skip
+
+
+def test_ramblock_host_not_page_aligned(core, command, out_dir):
+    t = core.targets
+    with open(core.path, "rb") as f:
+        f.seek(core.file_offset(t.ram_host, 8))
+        host = int.from_bytes(f.read(8), "little")
+    with core.patched(t.ram_host, _u64(host + 8)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "RAMBlock 'pc.ram'", "not page-aligned")
+
+
+def test_empty_vcpu_list(core, command, out_dir):
+    """``tqh_first`` = NULL: a machine with vCPUs (smp.cpus) and none in the list."""
+    with core.patched(core.targets.cpu_list_first, bytes(8)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "vCPU list is empty, but the machine has")
+
+
+def test_cpu_index_out_of_range(core, command, out_dir):
+    """The first vCPU's ``cpu_index`` = 4096, beyond ``smp.max_cpus``: no
+    note can carry it (pr_pid is cpu_index + 1), so not even
+    --accept-inconsistent writes a vmcore."""
+    with core.patched(core.targets.cpu_index, (4096).to_bytes(4, "little")):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "cpu_index 4096 outside 0..")
+    assert "--accept-inconsistent" not in proc.stderr
+
+
+def test_segment_selector_beyond_16_bits(core, command, out_dir):
+    """``cs.selector`` = 0x10000: once a ``struct.error`` traceback."""
+    with core.patched(core.targets.cs_selector, (0x10000).to_bytes(4, "little")):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, "segment selector cs = 0x10000", "does not fit 16 bits")
+
+
+def test_accept_inconsistent_writes_with_a_warning(core, command, out_dir):
+    """With --accept-inconsistent the shrunk FlatRange gives what the map
+    holds, and says so on stderr (and in --json): never silently."""
+    t = core.targets
+    size = t.ram_range_size_value - (256 << 20)
+    with core.patched(t.ram_range_size, size.to_bytes(16, "little")):
+        proc = run((*command, "--accept-inconsistent", "--json"), core.path, out_dir)
+    assert proc.returncode == 0, proc.stderr
+    warning = "warning: QEMU's state disagrees with itself: QEMU's memory map (the FlatView) holds"
+    assert (
+        [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: QEMU's state")]
+        == [ln for ln in proc.stderr.splitlines() if ln.startswith(warning)]
+        != []
+    )
+    data = json.loads(proc.stdout)
+    assert any("bytes of the machine's RAM 'pc.ram'" in m for m in data["inconsistencies"])
+    if command[0] == "extract":
+        assert data["ram_bytes"] == t.ram_size_value - (256 << 20) + 0x40000  # + pc.bios
+        (out_dir / "vmcore").unlink()
+    assert list(out_dir.iterdir()) == []

@@ -22,10 +22,11 @@ import gdb
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import VmcoreError
+from qemu_vmcore.terminal import safe
 
 USAGE = (
-    "usage: dump-guest-memory [-f|--force] [--allow-missing] [--no-vmcoreinfo] "
-    "[--no-backing-files] [-q|--quiet] FILE [ARCH]"
+    "usage: dump-guest-memory [-f|--force] [--allow-missing] [--accept-inconsistent] "
+    "[--no-vmcoreinfo] [--no-backing-files] [-q|--quiet] FILE [ARCH]"
 )
 PREFIX = "dump-guest-memory: "
 
@@ -57,6 +58,7 @@ def _parser() -> _Parser:
     p.add_argument("arch", metavar="ARCH", nargs="?")
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--allow-missing", action="store_true")
+    p.add_argument("--accept-inconsistent", action="store_true")
     p.add_argument("--no-vmcoreinfo", action="store_true")
     p.add_argument("--no-backing-files", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -238,7 +240,13 @@ def run(args: argparse.Namespace, warnings: list[str]):
     check_target(output, force=args.force, inputs=[core_path])  # refuse before the slow part
     given = executable_given(core_path)
     backing = not args.no_backing_files
-    with open_qemu_core(core_path, qemu=given, backend="gdb", backing_files=backing) as qc:
+    strict = not args.accept_inconsistent
+    with open_qemu_core(
+        core_path, qemu=given, backend="gdb", backing_files=backing, strict=strict
+    ) as qc:
+        for problem in qc.inconsistencies:
+            warnings.append(safe(f"warning: QEMU's state disagrees with itself: {problem.message}"))
+            _write(warnings[-1], gdb.STDERR)
         if not args.quiet:
             for line in ram_table(qc):
                 _write(line)
@@ -276,8 +284,12 @@ def run(args: argparse.Namespace, warnings: list[str]):
     return result
 
 
-def _error_line(e: BaseException) -> tuple[str, dict]:
-    """One line for gdb, and the error as data for ``--status-file``."""
+def _error_line(e: BaseException, output: Path | None = None) -> tuple[str, dict]:
+    """One line for gdb, and the error as data for ``--status-file``.
+
+    :param output: the vmcore being written: an OSError about it (or its
+        directory) has exit status 3, any other 2, as in the CLI.
+    """
     if isinstance(e, VmcoreError):
         line = e.message + (f" (hint: {e.hint})" if e.hint else "")
         return line, {"class": type(e).__name__, "message": e.message, "hint": e.hint,
@@ -285,14 +297,17 @@ def _error_line(e: BaseException) -> tuple[str, dict]:
     if isinstance(e, OSError):
         where = f"{e.filename}: " if e.filename else ""
         message = f"{where}{e.strerror or e}"
-        return message, {"class": "OSError", "message": message, "hint": None, "exit_code": 1}
+        about = Path(os.path.abspath(os.fsdecode(e.filename))) if e.filename else None
+        ours = output is not None and about in (output, output.parent)
+        return message, {"class": "OSError", "message": message, "hint": None,
+                         "exit_code": 3 if ours else 2}  # fmt: skip
     if isinstance(e, KeyboardInterrupt):
         message = "interrupted; no output written"
         return message, {"class": "KeyboardInterrupt", "message": message, "hint": None,
                          "exit_code": 130}  # fmt: skip
     message = f"internal error: {type(e).__name__}: {e}"
     line = f"{message} (hint: run with --debug for a traceback)"
-    return line, {"class": "InternalError", "message": message, "hint": None, "exit_code": 1}
+    return line, {"class": "InternalError", "message": message, "hint": None, "exit_code": 2}
 
 
 def _save_status(path: Path | None, status: dict) -> None:
@@ -317,6 +332,8 @@ long mode, 386 otherwise (the names QEMU's own dump-guest-memory.py takes).
 
   -f, --force       replace FILE if it exists
   --allow-missing   write zeros for guest RAM the core lacks, instead of failing
+  --accept-inconsistent  write the vmcore, with a warning, where QEMU's state
+                    disagrees with independent facts (RAM size, mappings, vCPUs)
   --no-vmcoreinfo   do not look for the guest kernel's VMCOREINFO
   --no-backing-files  do not read shared file-backed RAM the core lacks
                     from its backing file (it is then missing)
@@ -350,7 +367,8 @@ class DumpGuestMemory(gdb.Command):
         except BaseException as e:
             if args.debug and not isinstance(e, VmcoreError | KeyboardInterrupt):
                 traceback.print_exc()
-            line, status = _error_line(e)
+            output = Path(os.path.abspath(os.path.expanduser(args.file)))
+            line, status = _error_line(e, output)
             _save_status(args.status_file, {"error": status})
             if not isinstance(e, Exception | KeyboardInterrupt):
                 raise  # SystemExit and the like are not ours to report

@@ -73,6 +73,7 @@ def _options(args) -> list[str]:
     for flag, on in (
         ("--force", args.force),
         ("--allow-missing", args.allow_missing),
+        ("--accept-inconsistent", getattr(args, "accept_inconsistent", False)),
         ("--no-vmcoreinfo", args.no_vmcoreinfo),
         ("--no-backing-files", getattr(args, "no_backing_files", False)),
         ("--debug", args.debug),

@@ -46,12 +46,16 @@ def vcpus(dbg: Debugger) -> list[Value]:
     return qtailq(dbg.variable(name), "node", MAX_VCPUS, f"QEMU's vCPU list {name}")
 
 
-def _machine(dbg: Debugger) -> Value:
+def machine(dbg: Debugger) -> Value:
+    """``current_machine``, the MachineState.
+
+    :raises QemuStateError: it is NULL (QEMU died before creating the machine).
+    """
     name = versions.pick_variable(dbg, versions.CURRENT_MACHINE)
-    machine = dbg.variable(name)
-    if int(machine) == 0:
+    ms = dbg.variable(name)
+    if int(ms) == 0:
         raise QemuStateError(f"{name} is NULL: QEMU died before creating the machine")
-    return machine
+    return ms
 
 
 def qom_type_name(obj: Value) -> str:
@@ -61,8 +65,8 @@ def qom_type_name(obj: Value) -> str:
 
 def machine_type(dbg: Debugger) -> str:
     """The machine type as ``-machine`` names it (e.g. ``pc-q35-10.0``), with its alias."""
-    machine = _machine(dbg)
-    klass = dbg.object_at("MachineClass", int(machine.member("parent_obj").member("class")))
+    ms = machine(dbg)
+    klass = dbg.object_at("MachineClass", int(ms.member("parent_obj").member("class")))
     name = klass.member("name").string()
     alias = klass.member("alias").string() if int(klass.member("alias")) else ""
     return f"{name} ({alias})" if alias else name
@@ -70,7 +74,7 @@ def machine_type(dbg: Debugger) -> str:
 
 def accelerator(dbg: Debugger) -> str:
     """``tcg``, ``kvm``, ... from the machine's AccelState type name."""
-    accel = _machine(dbg).member("accelerator")
+    accel = machine(dbg).member("accelerator")
     if int(accel) == 0:
         return "unknown"
     name = qom_type_name(accel.member("parent_obj"))
@@ -79,9 +83,9 @@ def accelerator(dbg: Debugger) -> str:
 
 def ram_size(dbg: Debugger) -> int:
     """``-m`` in bytes (the machine's initial RAM, not hotplugged memory)."""
-    return int(_machine(dbg).member("ram_size"))
+    return int(machine(dbg).member("ram_size"))
 
 
 def dump_guest_core(dbg: Debugger) -> bool:
     """``-machine dump-guest-core``: whether QEMU let the kernel dump guest RAM."""
-    return bool(int(_machine(dbg).member("dump_guest_core")))
+    return bool(int(machine(dbg).member("dump_guest_core")))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from qemu_vmcore import elfdefs as E
 from qemu_vmcore.debugger import Debugger, Value
+from qemu_vmcore.errors import QemuStateError
 from qemu_vmcore.qemu.memory import GuestRange
 
 HF_LMA_MASK = 1 << 14  # target/i386/cpu.h: HF_LMA_SHIFT 14, long mode active
@@ -43,6 +44,7 @@ def dump_arch(first_long_mode: bool | None, ranges: list[GuestRange]) -> tuple[i
 R_EAX, R_ECX, R_EDX, R_EBX, R_ESP, R_EBP, R_ESI, R_EDI = range(8)
 # Segment numbers in CPUX86State.segs.
 R_ES, R_CS, R_SS, R_DS, R_FS, R_GS = range(6)
+_SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")
 CR0_PE = 1
 
 
@@ -89,13 +91,25 @@ class X86State:
         return "protected" if self.cr[0] & CR0_PE else "real"
 
 
-def _segment(v: Value) -> Segment:
-    return Segment(
+#: A segment selector is 16 bits in the hardware and in the i386 note.
+SELECTOR_MAX = 0xFFFF
+
+
+def _segment(v: Value, what: str = "") -> Segment:
+    seg = Segment(
         int(v.member("selector")),
         int(v.member("base")),
         int(v.member("limit")),
         int(v.member("flags")),
     )
+    # SegmentCache.selector is a uint32_t, but no x86 selector exceeds 16
+    # bits: a larger one is corruption, and would not fit the notes.
+    if what and seg.selector > SELECTOR_MAX:
+        raise QemuStateError(
+            f"implausible vCPU state: segment selector {what} = {seg.selector:#x} "
+            "does not fit 16 bits"
+        )
+    return seg
 
 
 def read_state(dbg: Debugger, cpu: Value) -> X86State:
@@ -107,9 +121,9 @@ def read_state(dbg: Debugger, cpu: Value) -> X86State:
         regs=tuple(int(regs.index(i)) for i in range(16)),
         rip=int(e.member("eip")),
         rflags=int(e.member("eflags")),
-        segs=tuple(_segment(segs.index(i)) for i in range(6)),
-        ldt=_segment(e.member("ldt")),
-        tr=_segment(e.member("tr")),
+        segs=tuple(_segment(segs.index(i), _SEG_NAMES[i]) for i in range(6)),
+        ldt=_segment(e.member("ldt"), "ldt"),
+        tr=_segment(e.member("tr"), "tr"),
         gdt=_segment(e.member("gdt")),
         idt=_segment(e.member("idt")),
         cr=tuple(int(cr.index(i)) for i in range(5)),

@@ -1,0 +1,240 @@
+"""QEMU's state checked against facts that do not depend on it.
+
+A corrupt core can hold a FlatView, RAMBlock or vCPU list that is readable
+and plausible on its own, yet describes a different machine: ``nr`` zeroed
+gives an empty memory map, a ``host`` pointer moved into QEMU's own code
+gives "guest RAM" that is QEMU's text. Each check here compares one piece
+of QEMU's state with a second, independent source:
+
+- the FlatView's RAM against ``MachineState.ram_size`` (``-m``) and the
+  machine RAM's RAMBlock (``machine->ram``);
+- every RAMBlock a range uses against its own ``used_length`` and against
+  the core's program headers, which the kernel wrote, not QEMU;
+- the vCPU list against ``MachineState.smp``.
+
+The result is a list of :class:`Inconsistency`; the caller decides whether
+one is an error (the default) or a warning (``--accept-inconsistent``).
+A memory map with no guest RAM at all is always an error, raised by
+:func:`require_ram`, since there is nothing to write.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from qemu_vmcore.debugger import Debugger, Value
+from qemu_vmcore.errors import QemuStateError
+from qemu_vmcore.qemu import state
+from qemu_vmcore.qemu.memory import GuestRange
+
+PAGE = 4096
+#: RAMBlocks of a real machine: tens (RAM, ROMs, option ROMs, VGA memory).
+MAX_RAM_BLOCKS = 1 << 12
+#: The legacy window 0xa0000-0x100000 (VGA memory, then the PAM-controlled
+#: BIOS area): RAM that the chipset may route to devices instead, so a PC's
+#: FlatView can show up to this much less of ``pc.ram`` than ``-m``.
+LEGACY_WINDOW = 0x100000 - 0xA0000
+PF_W, PF_R = 2, 4
+
+
+class Segment(Protocol):
+    """A PT_LOAD of the host core (``hostcore.CoreSegment``)."""
+
+    hva: int
+    end: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """A RAMBlock as ``ram_list.blocks`` holds it.
+
+    :param host: host address of its first byte in QEMU.
+    :param used_length: bytes of it that are guest memory now.
+    :param readonly: its MemoryRegion is read-only (a ROM), whose host
+        mapping may legitimately be read-only too.
+    """
+
+    idstr: str
+    host: int
+    used_length: int
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    """One disagreement between QEMU's state and an independent fact.
+
+    :param message: one line naming both sides of the disagreement.
+    :param fatal: no vmcore can be written from it even on request (a
+        cpu_index that fits no note, say), as opposed to one that can be
+        written with a warning.
+    """
+
+    message: str
+    fatal: bool = False
+
+
+def ram_blocks(dbg: Debugger) -> dict[str, Block]:
+    """Every RAMBlock of ``ram_list.blocks``, by idstr (bounded, cycle-safe)."""
+    head = dbg.variable("ram_list").member("blocks")
+    out: dict[str, Block] = {}
+    seen: set[int] = set()
+    elem = head.member("lh_first")
+    while int(elem) != 0:
+        addr = int(elem)
+        if addr in seen:
+            raise QemuStateError(f"cycle in QEMU's RAMBlock list ram_list.blocks at {addr:#x}")
+        if len(seen) >= MAX_RAM_BLOCKS:
+            raise QemuStateError(f"QEMU's RAMBlock list is longer than {MAX_RAM_BLOCKS}")
+        seen.add(addr)
+        out[elem.member("idstr").string()] = _block(elem)
+        elem = elem.member("next").member("le_next")
+    return out
+
+
+def _block(b: Value) -> Block:
+    mr = b.member("mr")
+    readonly = bool(int(mr) and int(mr.member("readonly")))
+    return Block(b.member("idstr").string(), int(b.member("host")),
+                 int(b.member("used_length")), readonly)  # fmt: skip
+
+
+def check(
+    dbg: Debugger,
+    ranges: Sequence[GuestRange],
+    vcpu_indices: Sequence[int],
+    segments: Iterable[Segment],
+) -> list[Inconsistency]:
+    """Every disagreement found, in a fixed order (the first is the most basic).
+
+    :param ranges: the guest RAM ranges from the FlatView.
+    :param vcpu_indices: ``cpu_index`` of each vCPU in QEMU's list.
+    :param segments: the host core's PT_LOADs.
+    :raises QemuStateError: the facts themselves cannot be read.
+    """
+    blocks = ram_blocks(dbg)
+    out = _check_machine_ram(dbg, ranges, blocks)
+    out += _check_blocks(ranges, blocks, sorted(segments, key=lambda s: s.hva))
+    out += _check_vcpus(dbg, vcpu_indices)
+    return out
+
+
+def _check_machine_ram(
+    dbg: Debugger, ranges: Sequence[GuestRange], blocks: dict[str, Block]
+) -> list[Inconsistency]:
+    machine = state.machine(dbg)
+    ram_size = int(machine.member("ram_size"))
+    ram = machine.member("ram") if machine.has_member("ram") else None
+    if ram is None or int(ram) == 0 or int(ram.member("ram_block")) == 0:
+        return []  # a machine without its own RAM region (none of pc, q35, virt)
+    main = ram.member("ram_block").member("idstr").string()
+    block = blocks.get(main)
+    if block is None:
+        return [Inconsistency(f"machine RAM's RAMBlock {main!r} is not in ram_list.blocks")]
+    out = []
+    if block.used_length != ram_size:
+        out.append(
+            Inconsistency(
+                f"the machine's RAM size is {ram_size:#x} bytes (MachineState.ram_size), but "
+                f"its RAMBlock {main!r} is {block.used_length:#x} bytes long (used_length)"
+            )
+        )
+    mapped = sum(r.size for r in ranges if r.block == main)
+    if not ram_size - LEGACY_WINDOW <= mapped <= ram_size:
+        out.append(
+            Inconsistency(
+                f"QEMU's memory map (the FlatView) holds {mapped:#x} bytes of the machine's "
+                f"RAM {main!r}, but the machine has {ram_size:#x} (MachineState.ram_size)"
+            )
+        )
+    return out
+
+
+def _check_blocks(
+    ranges: Sequence[GuestRange], blocks: dict[str, Block], segments: Sequence[Segment]
+) -> list[Inconsistency]:
+    out = []
+    mapped: dict[str, int] = {}
+    for r in ranges:
+        mapped[r.block] = mapped.get(r.block, 0) + r.size
+    for idstr, size in mapped.items():
+        b = blocks.get(idstr)
+        if b is None:
+            out.append(Inconsistency(f"RAMBlock {idstr!r} of the memory map is not in ram_list"))
+            continue
+        if b.host % PAGE:
+            out.append(Inconsistency(f"RAMBlock {idstr!r}: host address {b.host:#x} is not "
+                                     "page-aligned; QEMU maps guest RAM by pages"))  # fmt: skip
+            continue
+        if size > b.used_length:
+            out.append(
+                Inconsistency(
+                    f"the memory map holds {size:#x} bytes of RAMBlock {idstr!r}, which is "
+                    f"{b.used_length:#x} bytes long (used_length)"
+                )
+            )
+        problem = _mapping_problem(b, segments)
+        if problem:
+            out.append(Inconsistency(problem))
+    return out
+
+
+def _mapping_problem(b: Block, segments: Sequence[Segment]) -> str | None:
+    """Whether the core's mappings under the block contradict it being guest RAM.
+
+    Parts in no mapping at all are not judged here: gdb's gcore leaves
+    MADV_DONTDUMP mappings out, so those are RAM the core lacks, reported
+    as missing later. A mapping that is there must be readable and, unless
+    the block is a ROM, writable, as QEMU's RAM mappings are.
+    """
+    start, end = b.host, b.host + b.used_length
+    for s in segments:
+        if s.end <= start or s.hva >= end:
+            continue
+        need = PF_R if b.readonly else PF_R | PF_W
+        if s.flags & need != need:
+            perms = "".join(c if s.flags & f else "-" for c, f in (("r", PF_R), ("w", PF_W)))
+            return (
+                f"RAMBlock {b.idstr!r} ({start:#x}-{end:#x} in QEMU) lies in a {perms} "
+                f"mapping {s.hva:#x}-{s.end:#x} of the core; QEMU's guest RAM is mapped rw"
+            )
+    return None
+
+
+def _check_vcpus(dbg: Debugger, indices: Sequence[int]) -> list[Inconsistency]:
+    smp = state.machine(dbg).member("smp")
+    cpus, max_cpus = int(smp.member("cpus")), int(smp.member("max_cpus"))
+    out = []
+    if not indices:
+        out.append(Inconsistency(f"QEMU's vCPU list is empty, but the machine has {cpus} vCPUs"))
+    if len(indices) > max(max_cpus, 1):
+        out.append(
+            Inconsistency(
+                f"QEMU's vCPU list has {len(indices)} entries, but the machine allows "
+                f"{max_cpus} (smp.max_cpus)"
+            )
+        )
+    bad = [i for i in indices if not 0 <= i < max(max_cpus, 1)]
+    if bad:
+        out.append(Inconsistency(f"vCPU cpu_index {bad[0]} outside 0..{max_cpus - 1} "
+                                 "(smp.max_cpus)", fatal=True))  # fmt: skip
+    dupes = sorted(i for i, n in Counter(indices).items() if n > 1)
+    if dupes:
+        out.append(Inconsistency(f"two vCPUs with cpu_index {dupes[0]} in QEMU's vCPU list"))
+    return out
+
+
+def require_ram(ranges: Sequence[GuestRange], where: str = "address_space_memory") -> None:
+    """Refuse a memory map with no guest RAM: an empty vmcore is never right.
+
+    :raises QemuStateError: ``ranges`` is empty.
+    """
+    if not ranges:
+        raise QemuStateError(
+            f"QEMU's memory map ({where}.current_map) holds no guest RAM; every machine has "
+            "some, so QEMU's state in the core is corrupt or not yet set up"
+        )
