@@ -95,6 +95,8 @@ class Targets:
     cpu_index: int = 0
     cs_selector: int = 0
     cpu_list_first: int = 0
+    ram_range_offset: int = 0
+    ram_range_offset_value: int = 0
 
 
 def _int128(prog: drgn.Program, obj: drgn.Object) -> int:
@@ -140,6 +142,8 @@ def find_targets(core: Path, qemu_binary: Path) -> Targets:
         cpu_index=first.cpu_index.address_,
         cs_selector=drgn.cast("X86CPU *", first).env.segs[1].selector.address_,
         cpu_list_first=prog[cpu_list].tqh_first.address_,
+        ram_range_offset=fr.offset_in_region.address_,
+        ram_range_offset_value=int(fr.offset_in_region),
     )
 
 
@@ -498,3 +502,15 @@ def test_accept_inconsistent_writes_with_a_warning(core, command, out_dir):
         assert data["ram_bytes"] == t.ram_size_value - (256 << 20) + 0x40000  # + pc.bios
         (out_dir / "vmcore").unlink()
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_flatrange_pointing_elsewhere_in_its_ramblock(core, command, out_dir):
+    """The 1 MiB range's ``offset_in_region`` moved down 64 KiB: same sizes, same
+    block, but guest page N would hold page N-16's bytes. Only the PC's own
+    layout rule (pc_memory_init) says where the RAM must be."""
+    t = core.targets
+    moved = t.ram_range_offset_value - 0x10000  # up would run past the block
+    with core.patched(t.ram_range_offset, _u64(moved)):
+        proc = run(command, core.path, out_dir)
+    assert_refused(proc, out_dir, f"maps 'pc.ram' at offset {moved:#x}",
+                   f"maps RAMBlock offset {t.ram_range_start:#x} there")  # fmt: skip

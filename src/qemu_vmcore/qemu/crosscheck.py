@@ -27,7 +27,7 @@ from typing import Protocol
 
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
-from qemu_vmcore.qemu import state
+from qemu_vmcore.qemu import state, x86
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE = 4096
@@ -143,6 +143,7 @@ def _check_machine_ram(
                 f"its RAMBlock {main!r} is {block.used_length:#x} bytes long (used_length)"
             )
         )
+    out += _check_pc_layout(dbg, machine, ranges, block, ram_size)
     mapped = sum(r.size for r in ranges if r.block == main)
     if not ram_size - LEGACY_WINDOW <= mapped <= ram_size:
         out.append(
@@ -152,6 +153,39 @@ def _check_machine_ram(
             )
         )
     return out
+
+
+def _check_pc_layout(
+    dbg: Debugger, machine: Value, ranges: Sequence[GuestRange], block: Block, ram_size: int
+) -> list[Inconsistency]:
+    """On a PC, every range of the machine's RAM must sit where pc_memory_init()
+    put it: at its own offset below 4 GiB, shifted by the PCI hole above."""
+    layout = x86.pc_ram_layout(dbg, machine)
+    if layout is None:
+        return []
+    below, above = layout
+    if below + above != ram_size:
+        return [
+            Inconsistency(
+                f"the PC's RAM below and above 4 GiB ({below:#x} + {above:#x}) is not its "
+                f"ram_size {ram_size:#x}"
+            )
+        ]
+    for r in ranges:
+        if r.block != block.idstr:
+            continue
+        want = x86.pc_ram_offset(r.gpa, below, above)
+        last = x86.pc_ram_offset(r.end - 1, below, above)
+        got = r.hva - block.host
+        if want is None or last is None or want != got or last - want != r.size - 1:
+            where = "nothing" if want is None else f"RAMBlock offset {want:#x}"
+            return [
+                Inconsistency(
+                    f"guest RAM {r.gpa:#x}-{r.end:#x} maps {block.idstr!r} at offset {got:#x}, "
+                    f"but a PC with {below:#x} bytes below 4 GiB maps {where} there"
+                )
+            ]
+    return []
 
 
 def _check_blocks(

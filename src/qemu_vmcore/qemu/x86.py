@@ -149,3 +149,32 @@ def page_roots(states: list[X86State]) -> tuple[tuple[int, bool], ...]:
             roots[(s.cr[3], la57)] = None
             roots[(s.cr[3] & ~PTI_USER_PGD, la57)] = None
     return tuple(roots)
+
+
+#: Where a PC (``pc-i440fx-*``, ``pc-q35-*``) maps its RAM: pc_memory_init()
+#: aliases the machine's RAM at 0 for ``below_4g_mem_size`` bytes and at
+#: 4 GiB for the rest (``above_4g_mem_size``), at the same offsets in the
+#: RAMBlock. Both sizes live in X86MachineState (QEMU 4.2+).
+FOUR_GIB = 1 << 32
+
+
+def pc_ram_layout(dbg: Debugger, machine: Value) -> tuple[int, int] | None:
+    """``(below_4g_mem_size, above_4g_mem_size)`` of a PC machine, else None.
+
+    :param machine: ``current_machine``.
+    """
+    klass = dbg.object_at("MachineClass", int(machine.member("parent_obj").member("class")))
+    if not klass.member("name").string().startswith("pc-"):
+        return None
+    x86ms = dbg.object_at("X86MachineState", int(machine))
+    return int(x86ms.member("below_4g_mem_size")), int(x86ms.member("above_4g_mem_size"))
+
+
+def pc_ram_offset(gpa: int, below_4g: int, above_4g: int) -> int | None:
+    """The offset in the machine's RAMBlock at which a PC maps guest-physical
+    ``gpa``, or None where the PC maps none of its RAM."""
+    if gpa < below_4g:
+        return gpa
+    if FOUR_GIB <= gpa < FOUR_GIB + above_4g:
+        return below_4g + gpa - FOUR_GIB
+    return None
