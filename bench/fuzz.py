@@ -18,6 +18,8 @@ paging            x86_paging.translate() on random tables, against a reference w
 mappings          x86_mappings.guest_mappings() on hostile tables, every paging mode
 elf-writer        ELF vmcores of random guests, read back (pyelftools) and compared
 kdump-writer      kdump-compressed vmcores of random guests, read back and compared
+qemu-state        real rig cores (7.2, 10.0) with one field of QEMU's state mutated:
+                  refused, or the pristine plan; never a silent difference
 ================  ==========================================================
 
 A case *passes* when the entry point returns and its result checks out; is
@@ -113,6 +115,10 @@ REPR_LIMIT = 600
 # -- running cases ---------------------------------------------------------------------
 
 
+class Unjudged(Exception):
+    """A case whose result no independent fact can judge (counted apart, with why)."""
+
+
 class Hang(BaseException):
     """A case ran over its time budget (raised from the SIGALRM handler).
 
@@ -142,6 +148,8 @@ class Target:
     run: Callable[[Any, Path], None]
     rejects: tuple[type[BaseException], ...] = (VmcoreError,)
     limits: tuple[tuple[str, str, int], ...] = ()
+    #: None when the target can run here, else why not (a rig case missing).
+    available: Callable[[], str | None] = lambda: None
 
 
 @dataclass
@@ -166,6 +174,7 @@ class Stats:
     rejected: int = 0
     failures: int = 0
     hangs: int = 0
+    unjudged: int = 0
     slowest_ms: float = 0.0
     total_ms: float = 0.0
     seconds: float = 0.0
@@ -174,6 +183,7 @@ class Stats:
     rss_limit_kib: int = 0
     limits: dict[str, int] = field(default_factory=dict)
     rejected_by: Counter[str] = field(default_factory=Counter)
+    unjudged_by: Counter[str] = field(default_factory=Counter)
     samples: list[Sample] = field(default_factory=list)
     runner_error: str | None = None
 
@@ -194,6 +204,8 @@ class Stats:
             "rejected": self.rejected,
             "failures": self.failures,
             "hangs": self.hangs,
+            "unjudged": self.unjudged,
+            "unjudged_by": dict(self.unjudged_by.most_common()),
             "slowest_ms": round(self.slowest_ms, 2),
             "mean_ms": round(self.total_ms / self.cases, 3) if self.cases else 0.0,
             "seconds": round(self.seconds, 2),
@@ -223,6 +235,9 @@ def run_case(target: Target, case: Any, scratch: Path, budget_s: float, stats: S
     except target.rejects as e:
         outcome = "rejected"
         stats.rejected_by[type(e).__name__] += 1
+    except Unjudged as e:
+        outcome = "unjudged"
+        stats.unjudged_by[str(e)] += 1
     except Exception as e:  # counting these is the point
         outcome, error = "failure", e
     ms = (time.perf_counter() - start) * 1000
@@ -237,6 +252,8 @@ def run_case(target: Target, case: Any, scratch: Path, budget_s: float, stats: S
         stats.passed += 1
     elif outcome == "rejected":
         stats.rejected += 1
+    elif outcome == "unjudged":
+        stats.unjudged += 1
     else:
         if outcome == "hang":
             stats.hangs += 1
@@ -1271,6 +1288,262 @@ def _kdump_run(case: KdumpCase, scratch: Path) -> None:
 
 # -- the targets -------------------------------------------------------------------------
 
+
+# -- qemu-state: QEMU's own structures in real rig cores ---------------------------------
+#
+# Mutants of real 7.2 and 10.0 cores (rig cases), each with one structural
+# field of QEMU's state changed: the FlatView and its ranges, the
+# MemoryRegions and RAMBlocks they name, the machine, the vCPU list. A case
+# passes when the core opens to exactly the pristine plan (the guest ranges,
+# where each piece's bytes come from in the core, the vCPUs, the ELF arch),
+# is rejected with a VmcoreError (one line in the CLI) or by guest RAM the
+# core lacks (extract refuses it without --allow-missing), and *fails* when
+# it opens to a different plan without a word: a silent wrong vmcore.
+# Register contents are not mutated: no independent fact can check them.
+
+QEMU_STATE_CASES = {"q72-pc-512": "7.2", "q10-q35-512": "10.0"}
+
+
+@dataclass(frozen=True)
+class StateField:
+    """One field to mutate: ``size`` bytes at ``offset`` in the copy of ``case``."""
+
+    case: str
+    name: str
+    offset: int
+    size: int
+
+
+class _StateCores:
+    """Sparse copies of the rig cores, the fields found with drgn, and the
+    pristine plans; made once per scratch directory."""
+
+    def __init__(self, scratch: Path) -> None:
+        import shutil
+        import subprocess
+
+        sys.path.insert(0, str(ROOT / "tests" / "rig"))
+        import rig
+
+        self.copies: dict[str, Path] = {}
+        self.qemu: dict[str, Path] = {}
+        self.fields: list[StateField] = []
+        self.reference: dict[str, tuple] = {}
+        for name, version in QEMU_STATE_CASES.items():
+            core = rig.case_dir(name) / "core"
+            if not core.exists():
+                raise FileNotFoundError(f"rig case {name} not made (tests/rig/make_case.py)")
+            copy = scratch / f"{name}.core"
+            if not copy.exists():
+                subprocess.run(["cp", "--sparse=always", core, copy], check=True)
+            self.copies[name], self.qemu[name] = copy, rig.qemu_binary(version)
+            self.fields += _state_fields(name, copy, self.qemu[name])
+            self.reference[name] = _state_plan(copy, self.qemu[name])
+        self._shutil = shutil
+
+    def value(self, f: StateField) -> bytes:
+        with open(self.copies[f.case], "rb") as fh:
+            fh.seek(f.offset)
+            return fh.read(f.size)
+
+
+def _state_fields(case: str, core: Path, qemu: Path) -> list[StateField]:
+    import drgn
+
+    prog = drgn.Program()
+    prog.set_core_dump(os.fspath(core))
+    prog.load_debug_info([os.fspath(qemu)], main=True)
+    host = open_core(core)
+    out: list[StateField] = []
+
+    def add(name: str, obj: drgn.Object) -> None:
+        size = drgn.sizeof(obj)
+        ext = host.extents(obj.address_, size)
+        if [e.kind for e in ext] == [ExtentKind.DATA]:
+            out.append(StateField(case, name, ext[0].file_offset, size))
+
+    try:
+        view = prog["address_space_memory"].current_map
+        for m in ("nr", "nr_allocated", "ranges"):
+            add(f"FlatView.{m}", getattr(view, m))
+        mrs, blocks = {}, {}
+        for i in range(int(view.nr)):
+            fr = view.ranges[i]
+            for m in ("mr", "offset_in_region", "readonly", "romd_mode"):
+                add(f"ranges[{i}].{m}", getattr(fr, m))
+            add(f"ranges[{i}].addr.start", fr.addr.start)
+            add(f"ranges[{i}].addr.size", fr.addr.size)
+            mrs[fr.mr.value_()] = fr.mr
+        for mr in mrs.values():
+            if not mr.ram:
+                continue
+            label = mr.name.string_().decode(errors="replace")
+            for m in ("ram", "ram_block", "alias", "alias_offset", "readonly", "ram_device",
+                      "nonvolatile", "rdm", "owner"):  # fmt: skip
+                add(f"mr {label}.{m}", getattr(mr, m))
+        block = prog["ram_list"].blocks.lh_first
+        while block.value_():
+            blocks[block.idstr.string_().decode()] = block
+            block = block.next.le_next
+        for idstr, b in blocks.items():
+            for m in ("host", "used_length", "max_length", "flags", "mr", "offset"):
+                add(f"RAMBlock {idstr}.{m}", getattr(b, m))
+            add(f"RAMBlock {idstr}.next", b.next.le_next)
+        ms = prog["current_machine"]
+        for m in ("ram_size", "ram", "dump_guest_core"):
+            add(f"machine.{m}", getattr(ms, m))
+        add("machine.smp.cpus", ms.smp.cpus)
+        add("machine.smp.max_cpus", ms.smp.max_cpus)
+        x86ms = drgn.cast("X86MachineState *", ms)
+        add("x86 below_4g_mem_size", x86ms.below_4g_mem_size)
+        add("x86 above_4g_mem_size", x86ms.above_4g_mem_size)
+        cpus = next(a.name for a in versions_cpu_list() if a.name in prog)
+        add("cpu list tqh_first", prog[cpus].tqh_first)
+        cpu, n = prog[cpus].tqh_first, 0
+        while cpu.value_():
+            add(f"cpu{n}.cpu_index", cpu.cpu_index)
+            add(f"cpu{n}.node.tqe_next", cpu.node.tqe_next)
+            add(f"cpu{n}.env.segs[cs].selector", drgn.cast("X86CPU *", cpu).env.segs[1].selector)
+            cpu, n = cpu.node.tqe_next, n + 1
+    finally:
+        host.close()
+    return out
+
+
+def versions_cpu_list():
+    from qemu_vmcore.qemu import versions
+
+    return versions.CPU_LIST
+
+
+def _state_plan(core: Path, qemu: Path) -> tuple:
+    """What a vmcore of ``core`` would be made of: raises where extract refuses."""
+    from qemu_vmcore.errors import MissingMemoryError
+    from qemu_vmcore.source import open_qemu_core
+
+    with open_qemu_core(core, qemu=qemu) as qc:
+        missing = qc.memory.missing()
+        if missing:
+            raise MissingMemoryError(f"{len(missing)} pieces not in the core")
+        elfclass, machine = qc.elf_arch()
+        notes = vcpu_notes(qc.vcpus, elfclass=elfclass)  # may not raise struct.error
+        pieces = tuple(
+            (r.gpa, r.end, r.block, tuple((p.gpa, p.size, p.kind, p.file_offset)
+                                          for p in qc.memory.pieces(r)))
+            for r in qc.ranges
+        )  # fmt: skip
+        return (pieces, len(qc.vcpus), elfclass, machine, len(notes))
+
+
+def _outside_window(plan: tuple) -> tuple:
+    """``plan`` with the bytes of the PC's legacy window cut out of every piece."""
+    from qemu_vmcore.qemu.x86 import PC_LEGACY_WINDOW
+
+    lo, hi = PC_LEGACY_WINDOW
+    pieces = []
+    for _gpa, _end, block, parts in plan[0]:
+        for gpa, size, kind, offset in parts:
+            for a, b in ((gpa, min(gpa + size, lo)), (max(gpa, hi), gpa + size)):
+                if b > a:
+                    off = None if offset is None else offset + (a - gpa)
+                    prev = pieces[-1] if pieces else None
+                    if (prev and prev[1] == a and prev[2:4] == (block, kind)
+                            and (off is None) == (prev[4] is None)
+                            and (off is None or prev[4] + (a - prev[0]) == off)):  # fmt: skip
+                        pieces[-1] = (prev[0], b, block, kind, prev[4])
+                    else:
+                        pieces.append((a, b, block, kind, off))
+    return (tuple(pieces), *plan[1:])
+
+
+_STATE_CORES: dict[Path, _StateCores] = {}
+
+
+def _state_cores(scratch: Path) -> _StateCores:
+    if scratch not in _STATE_CORES:
+        _STATE_CORES[scratch] = _StateCores(scratch)
+    return _STATE_CORES[scratch]
+
+
+def _state_available() -> str | None:
+    sys.path.insert(0, str(ROOT / "tests" / "rig"))
+    import rig
+
+    for name, version in QEMU_STATE_CASES.items():
+        if not (rig.case_dir(name) / "core").exists() or not rig.qemu_binary(version).exists():
+            return f"rig case {name} not made (tests/rig/make_case.py)"
+    return None
+
+
+def _state_value(old: bytes, kind: str, n: int, other: bytes) -> bytes:
+    size = len(old)
+    bits = size * 8
+    v = int.from_bytes(old, "little")
+    mask = (1 << bits) - 1
+    new = {
+        "zero": 0,
+        "ones": mask,
+        "flip": v ^ (1 << (n % bits)),
+        "add-page": v + PAGE * (1 + n % 64),
+        "sub-page": v - PAGE * (1 + n % 64),
+        "add-small": v + 1 + n % 16,
+        "double": v * 2,
+        "halve": v // 2,
+        "random": n,
+        "boundary": (1 << 31, 1 << 32, 1 << 63, mask, mask >> 1, 1)[n % 6],
+        "other": int.from_bytes(other[:size].ljust(size, b"\0"), "little"),
+    }[kind]
+    return (new & mask).to_bytes(size, "little")
+
+
+STATE_KINDS = ("zero", "ones", "flip", "add-page", "sub-page", "add-small", "double",
+               "halve", "random", "boundary", "other")  # fmt: skip
+
+
+def _state_inputs(scratch: Path) -> st.SearchStrategy[tuple]:
+    cores = _state_cores(scratch)
+    n = len(cores.fields)
+    return st.tuples(
+        st.integers(0, n - 1),
+        st.sampled_from(STATE_KINDS),
+        st.integers(0, (1 << 64) - 1),
+        st.integers(0, n - 1),
+    )
+
+
+def _state_run(case: tuple, scratch: Path) -> None:
+    from qemu_vmcore.errors import MissingMemoryError
+
+    cores = _state_cores(scratch)
+    i, kind, n, j = case
+    f = cores.fields[i]
+    old = cores.value(f)
+    new = _state_value(old, kind, n, cores.value(cores.fields[j]))
+    if new == old:
+        return  # nothing changed: a pass by definition
+    path = cores.copies[f.case]
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, new, f.offset)
+        try:
+            plan = _state_plan(path, cores.qemu[f.case])
+        except MissingMemoryError:
+            raise VmcoreError("guest RAM not in the core (extract refuses)") from None
+        finally:
+            os.pwrite(fd, old, f.offset)
+    finally:
+        os.close(fd)
+    if plan != cores.reference[f.case]:
+        if _outside_window(plan) == _outside_window(cores.reference[f.case]):
+            # Only the PC's legacy window differs, where QEMU's chipset state
+            # (VGA, PAM) decides whether RAM is mapped: crosscheck cannot judge.
+            raise Unjudged(f"{f.case} {f.name}: only the legacy window 0xa0000-0x100000")
+        raise AssertionError(
+            f"silent difference: {f.case} {f.name} {old.hex()} -> {new.hex()} ({kind}) "
+            "opened to another plan with no error"
+        )
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -1334,6 +1607,13 @@ TARGETS: dict[str, Target] = {
             _kdump_inputs,
             _kdump_run,
         ),
+        Target(
+            "qemu-state",
+            "open real 7.2/10.0 rig cores with one QEMU field mutated; no silent difference",
+            _state_inputs,
+            _state_run,
+            available=_state_available,
+        ),
     )
 }
 
@@ -1389,6 +1669,10 @@ def print_report(
         if s.rejected_by:
             why = ", ".join(f"{n} {c:,}" for n, c in s.rejected_by.most_common())
             console.print(f"[dim]{s.target} rejected: {why}[/]")
+        if s.unjudged:
+            console.print(
+                f"[dim]{s.target} unjudged: {s.unjudged:,} ({', '.join(s.unjudged_by)})[/]"
+            )
     for s in results:
         if s.runner_error:
             console.print(f"[bold red]{s.target}: the runner broke[/]\n{s.runner_error}")

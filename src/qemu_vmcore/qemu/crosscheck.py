@@ -118,6 +118,8 @@ def check(
     """
     blocks = ram_blocks(dbg)
     out = _check_machine_ram(dbg, ranges, blocks)
+    out += _check_pc_bios(dbg, ranges, blocks)
+    out += _check_overlaps(ranges, blocks)
     out += _check_blocks(ranges, blocks, sorted(segments, key=lambda s: s.hva))
     out += _check_vcpus(dbg, vcpu_indices)
     return out
@@ -171,9 +173,17 @@ def _check_pc_layout(
                 f"ram_size {ram_size:#x}"
             )
         ]
-    for r in ranges:
-        if r.block != block.idstr:
-            continue
+    mine = [r for r in ranges if r.block == block.idstr]
+    for a, b in x86.pc_ram_must_cover(below, above):
+        gap = _first_gap(mine, a, b)
+        if gap is not None:
+            return [
+                Inconsistency(
+                    f"QEMU's memory map lacks the machine's RAM at {gap:#x} (a PC with "
+                    f"{below:#x} bytes below 4 GiB maps {block.idstr!r} over {a:#x}-{b:#x})"
+                )
+            ]
+    for r in mine:
         want = x86.pc_ram_offset(r.gpa, below, above)
         last = x86.pc_ram_offset(r.end - 1, below, above)
         got = r.hva - block.host
@@ -183,6 +193,59 @@ def _check_pc_layout(
                 Inconsistency(
                     f"guest RAM {r.gpa:#x}-{r.end:#x} maps {block.idstr!r} at offset {got:#x}, "
                     f"but a PC with {below:#x} bytes below 4 GiB maps {where} there"
+                )
+            ]
+    return []
+
+
+def _first_gap(ranges: Sequence[GuestRange], start: int, end: int) -> int | None:
+    """The first address of ``[start, end)`` that no range covers, or None."""
+    pos = start
+    for r in sorted(ranges, key=lambda r: r.gpa):
+        if r.gpa > pos:
+            break
+        pos = max(pos, r.end)
+        if pos >= end:
+            return None
+    return pos if pos < end else None
+
+
+def _check_pc_bios(
+    dbg: Debugger, ranges: Sequence[GuestRange], blocks: dict[str, Block]
+) -> list[Inconsistency]:
+    """On a PC, the BIOS ROM must be mapped whole up to 4 GiB, and only where
+    the firmware rules put it."""
+    ms = state.machine(dbg)
+    bios = blocks.get(x86.PC_BIOS_BLOCK)
+    if bios is None or x86.pc_ram_layout(dbg, ms) is None:
+        return []
+    mine = [r for r in ranges if r.block == bios.idstr]
+    top = x86.FOUR_GIB
+    gap = _first_gap(mine, top - bios.used_length, top)
+    if gap is not None:
+        return [Inconsistency(f"QEMU's memory map lacks the BIOS ROM at {gap:#x} (a PC maps "
+                              f"{bios.idstr!r} up to 4 GiB)")]  # fmt: skip
+    for r in mine:
+        want = x86.pc_bios_offset(r.gpa, bios.used_length)
+        last = x86.pc_bios_offset(r.end - 1, bios.used_length)
+        got = r.hva - bios.host
+        if want is None or last is None or want != got or last - want != r.size - 1:
+            return [Inconsistency(f"the BIOS ROM {bios.idstr!r} is mapped at {r.gpa:#x}-"
+                                  f"{r.end:#x} from offset {got:#x}, where a PC maps "
+                                  "no such part of it")]  # fmt: skip
+    return []
+
+
+def _check_overlaps(ranges: Sequence[GuestRange], blocks: dict[str, Block]) -> list[Inconsistency]:
+    """RAMBlocks are separate mmap()s: no two of those mapped may share host memory."""
+    used = sorted((blocks[r.block] for r in ranges if r.block in blocks), key=lambda b: b.host)
+    used = list({b.idstr: b for b in used}.values())
+    for a, b in zip(used, used[1:], strict=False):
+        if a.host + a.used_length > b.host:
+            return [
+                Inconsistency(
+                    f"RAMBlocks {a.idstr!r} and {b.idstr!r} overlap in QEMU's memory "
+                    f"({a.host:#x}+{a.used_length:#x}, {b.host:#x})"
                 )
             ]
     return []
@@ -220,22 +283,33 @@ def _check_blocks(
 def _mapping_problem(b: Block, segments: Sequence[Segment]) -> str | None:
     """Whether the core's mappings under the block contradict it being guest RAM.
 
-    Parts in no mapping at all are not judged here: gdb's gcore leaves
-    MADV_DONTDUMP mappings out, so those are RAM the core lacks, reported
-    as missing later. A mapping that is there must be readable and, unless
-    the block is a ROM, writable, as QEMU's RAM mappings are.
+    QEMU maps each RAMBlock with one mmap() (qemu_ram_mmap), so the block
+    lies inside one mapping, readable and, unless the block is a ROM,
+    writable, and begins where the mapping does (a guard page ends it, and
+    guest RAM's madvise flags keep the kernel from merging it with a
+    neighbour; so on every rig core). A block in no mapping at all is not judged here: gdb's gcore
+    leaves MADV_DONTDUMP mappings out, so that is RAM the core lacks,
+    reported as missing later. A block that straddles mappings is a host
+    pointer moved by corruption (a shift of a page into the neighbour).
     """
     start, end = b.host, b.host + b.used_length
-    for s in segments:
-        if s.end <= start or s.hva >= end:
-            continue
-        need = PF_R if b.readonly else PF_R | PF_W
+    under = [s for s in segments if s.hva < end and s.end > start]
+    if not under:
+        return None
+    need = PF_R if b.readonly else PF_R | PF_W
+    for s in under:
         if s.flags & need != need:
             perms = "".join(c if s.flags & f else "-" for c, f in (("r", PF_R), ("w", PF_W)))
             return (
                 f"RAMBlock {b.idstr!r} ({start:#x}-{end:#x} in QEMU) lies in a {perms} "
                 f"mapping {s.hva:#x}-{s.end:#x} of the core; QEMU's guest RAM is mapped rw"
             )
+    if len(under) > 1 or under[0].hva != start or under[0].end < end:
+        spans = ", ".join(f"{s.hva:#x}-{s.end:#x}" for s in under[:3])
+        return (
+            f"RAMBlock {b.idstr!r} ({start:#x}-{end:#x} in QEMU) is not inside one mapping "
+            f"of the core, from its start (it meets {spans}); QEMU maps each block with one mmap"
+        )
     return None
 
 
@@ -245,6 +319,13 @@ def _check_vcpus(dbg: Debugger, indices: Sequence[int]) -> list[Inconsistency]:
     out = []
     if not indices:
         out.append(Inconsistency(f"QEMU's vCPU list is empty, but the machine has {cpus} vCPUs"))
+    if 0 < len(indices) < cpus:
+        out.append(
+            Inconsistency(
+                f"QEMU's vCPU list has {len(indices)} entries, but the machine started with "
+                f"{cpus} (smp.cpus): the list is cut, or vCPUs were unplugged"
+            )
+        )
     if len(indices) > max(max_cpus, 1):
         out.append(
             Inconsistency(

@@ -108,6 +108,7 @@ def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> 
     :param where: the FlatRange as an expression, for error messages.
     """
     mr = fr.member("mr")
+    _check_region(mr, where)
     if not int(mr.member("ram")):
         return []
     for flag in versions.MR_EXCLUDING_FLAGS:
@@ -127,6 +128,38 @@ def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> 
         )
         for part, size in virtio_mem.populated_parts(dbg, rdm, mr, offset, whole.size)
     ]
+
+
+#: The MemoryRegion flags that decide whether a range is dumped; C bools,
+#: so 0 or 1 and nothing else in a sound core.
+_MR_BOOLS = ("ram", "rom_device", *versions.MR_EXCLUDING_FLAGS)
+
+
+def _check_region(mr: Value, where: str) -> None:
+    """The FlatRange's ``mr`` must be a MemoryRegion, with flags that fit its kind.
+
+    A pointer moved by corruption can land on bytes that read as a region
+    without RAM, and the range would vanish from the dump unnoticed; the
+    QOM type name and C bool values are facts such bytes rarely fake.
+    """
+    try:
+        kind = state.qom_type_name(mr.member("parent_obj"))
+    except QemuStateError:
+        kind = None
+    if kind != versions.MEMORY_REGION_TYPE:
+        raise QemuStateError(
+            f"{where}.mr ({int(mr):#x}) is not a MemoryRegion "
+            f"(its QOM type is {kind!r}, not {versions.MEMORY_REGION_TYPE!r})"
+        )
+    flags = {f: int(mr.member(f)) for f in _MR_BOOLS if mr.has_member(f)}
+    bad = {f: v for f, v in flags.items() if v not in (0, 1)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise QemuStateError(f"MemoryRegion of {where}: bool {name} = {value:#x}, not 0 or 1")
+    if int(mr.member("ram_block")) and not flags["ram"] and not flags.get("rom_device"):
+        raise QemuStateError(
+            f"MemoryRegion of {where} has a RAMBlock but is neither RAM nor a ROM device"
+        )
 
 
 def _range_problem(start: int, size: int) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
 from qemu_vmcore.qemu import versions
@@ -10,7 +12,13 @@ from qemu_vmcore.qemu import versions
 MAX_VCPUS = 1 << 13
 
 
-def qtailq(head: Value, link: str, limit: int, what: str = "QEMU list") -> list[Value]:
+def qtailq(
+    head: Value,
+    link: str,
+    limit: int,
+    what: str = "QEMU list",
+    check: Callable[[int, Value], None] | None = None,
+) -> list[Value]:
     """The elements of a QTAILQ, following ``elem.<link>.tqe_next``.
 
     Memory and time are bounded by ``limit`` whatever the core holds: a
@@ -18,6 +26,9 @@ def qtailq(head: Value, link: str, limit: int, what: str = "QEMU list") -> list[
     cycle rather than walked forever.
 
     :param what: the list, as error messages name it.
+    :param check: called with each entry's position and value before its
+        next pointer is followed, so that a bogus entry is named as such
+        rather than by the garbage it leads to.
     :raises QemuStateError: the list is longer than ``limit`` or has a cycle.
     """
     out: list[Value] = []
@@ -35,6 +46,8 @@ def qtailq(head: Value, link: str, limit: int, what: str = "QEMU list") -> list[
         if len(out) >= limit:
             raise QemuStateError(f"{what} longer than {limit} entries")
         seen[addr] = len(out)
+        if check is not None:
+            check(len(out), elem)
         out.append(elem)
         elem = elem.member(link).member("tqe_next")
     return out
@@ -43,7 +56,21 @@ def qtailq(head: Value, link: str, limit: int, what: str = "QEMU list") -> list[
 def vcpus(dbg: Debugger) -> list[Value]:
     """The CPUState pointers of all vCPUs, in QEMU's order (cpu_index order)."""
     name = versions.pick_variable(dbg, versions.CPU_LIST)
-    return qtailq(dbg.variable(name), "node", MAX_VCPUS, f"QEMU's vCPU list {name}")
+
+    def is_cpu(i: int, cpu: Value) -> None:
+        # A next pointer moved by corruption can land on bytes that read as
+        # a CPUState; its QOM type (``max-x86_64-cpu``, ...) they rarely fake.
+        try:
+            kind = qom_type_name(dbg.object_at("Object", int(cpu)))
+        except QemuStateError:
+            kind = None
+        if kind is None or not kind.endswith(versions.CPU_TYPE_SUFFIX):
+            raise QemuStateError(
+                f"entry {i} of QEMU's vCPU list {name} ({int(cpu):#x}) is not a CPU "
+                f"(its QOM type is {kind!r})"
+            )
+
+    return qtailq(dbg.variable(name), "node", MAX_VCPUS, f"QEMU's vCPU list {name}", is_cpu)
 
 
 def machine(dbg: Debugger) -> Value:

@@ -32,6 +32,13 @@ ADDRESS_SPACE_MEMORY = (Alternative("address_space_memory", "1.6"),)
 #: The running machine (MachineState *).
 CURRENT_MACHINE = (Alternative("current_machine", "2.0"),)
 
+#: How every CPU's QOM type name ends (``qemu64-x86_64-cpu``, ``max-i386-cpu``;
+#: TYPE_X86_CPU and its kin on every target since 2.0).
+CPU_TYPE_SUFFIX = "-cpu"
+
+#: The QOM type of every MemoryRegion (TYPE_MEMORY_REGION, since 2.0).
+MEMORY_REGION_TYPE = "memory-region"
+
 #: MemoryRegion flags that exclude a RAM region from dumps (memory_mapping.c).
 #: A build whose MemoryRegion lacks one of them cannot have such regions.
 MR_EXCLUDING_FLAGS = ("ram_device", "nonvolatile")

@@ -178,3 +178,35 @@ def pc_ram_offset(gpa: int, below_4g: int, above_4g: int) -> int | None:
     if FOUR_GIB <= gpa < FOUR_GIB + above_4g:
         return below_4g + gpa - FOUR_GIB
     return None
+
+
+#: Where the chipset may route a PC's RAM to devices instead (VGA memory at
+#: 0xa0000, the PAM-controlled BIOS area up to 1 MiB): the map may lack RAM
+#: there, and only QEMU's chipset state says whether it should.
+PC_LEGACY_WINDOW = (0xA0000, 0x100000)
+#: The BIOS ROM's RAMBlock: mapped so that it ends at 4 GiB (the reset
+#: vector), and its last 128 KiB also below 1 MiB (isa-bios), as
+#: pc_system_firmware_init() and x86_bios_rom_init() map it.
+PC_BIOS_BLOCK = "pc.bios"
+ISA_BIOS_SIZE = 128 << 10
+
+
+def pc_ram_must_cover(below_4g: int, above_4g: int) -> list[tuple[int, int]]:
+    """The guest-physical intervals a PC's FlatView must map to its RAM."""
+    lo, hi = PC_LEGACY_WINDOW
+    out = [(0, min(lo, below_4g))]
+    if below_4g > hi:
+        out.append((hi, below_4g))
+    if above_4g:
+        out.append((FOUR_GIB, FOUR_GIB + above_4g))
+    return [(a, b) for a, b in out if b > a]
+
+
+def pc_bios_offset(gpa: int, size: int) -> int | None:
+    """The offset in ``pc.bios`` (``size`` bytes) at which a PC maps ``gpa``, or None."""
+    if FOUR_GIB - size <= gpa < FOUR_GIB:
+        return gpa - (FOUR_GIB - size)
+    isa = min(size, ISA_BIOS_SIZE)
+    if 0x100000 - isa <= gpa < 0x100000:
+        return size - (0x100000 - gpa)
+    return None
