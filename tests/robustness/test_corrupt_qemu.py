@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -193,6 +194,36 @@ class CorruptibleCore:
             if start + size <= b.hva and start + size < 1 << 47:
                 return start
         raise AssertionError("no gap in the core's address space")
+
+    @contextmanager
+    def patched_file(self, offset: int, data: bytes) -> Iterator[None]:
+        """The core with ``data`` at file ``offset`` (headers, say); restored on exit."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            old = os.pread(fd, len(data), offset)
+            os.pwrite(fd, data, offset)
+            try:
+                yield
+            finally:
+                os.pwrite(fd, old, offset)
+        finally:
+            os.close(fd)
+
+    def phdr_offset(self, hva: int) -> int:
+        """File offset of the program header of the PT_LOAD that maps ``hva``."""
+        with open(self.path, "rb") as f:
+            head = f.read(64)
+            phoff, phnum = (
+                struct.unpack_from("<Q", head, 0x20)[0],
+                struct.unpack_from("<H", head, 0x38)[0],
+            )
+            f.seek(phoff)
+            table = f.read(phnum * 56)
+        for i in range(phnum):
+            p_type, _, _, vaddr, _, _, memsz = struct.unpack_from("<IIQQQQQ", table, i * 56)
+            if p_type == 1 and vaddr <= hva < vaddr + memsz:
+                return phoff + i * 56
+        raise AssertionError(f"no PT_LOAD maps {hva:#x}")
 
     def code_segment(self) -> int:
         """The start of a read-only, executable mapping of the core (QEMU's text)."""
@@ -537,3 +568,22 @@ def test_a_vcpu_pointer_moved(core, command, out_dir):
     with core.patched(t.cpu_list_first, _u64(t.first_cpu_value + 4096)):
         proc = run(command, core.path, out_dir)
     assert_refused(proc, out_dir, f"entry 0 of QEMU's vCPU list {t.cpu_list}", "is not a CPU")
+
+
+def test_ram_segment_with_no_file_bytes(core, command, out_dir):
+    """The guest-RAM PT_LOAD's ``p_filesz`` set to 0: the kernel's way of
+    saying "never touched", so all of ``pc.ram`` would be written as zeros
+    and ``info`` said "in core: yes". Firmware always writes the machine's
+    RAM, so that cannot be."""
+    t = core.targets
+    with open(core.path, "rb") as f:
+        f.seek(core.file_offset(t.ram_host, 8))
+        host = int.from_bytes(f.read(8), "little")
+    with core.patched_file(core.phdr_offset(host) + 32, bytes(8)):
+        proc = run(command, core.path, out_dir)
+    assert_one_line_error(proc)
+    assert proc.returncode == 2 and list(out_dir.iterdir()) == []
+    line = proc.stderr.strip()
+    # The core's own layout check (hostcore) may see it first: the file
+    # bytes of the segment then belong to no PT_LOAD.
+    assert "not one byte of the machine's RAM 'pc.ram'" in line or "PT_LOAD" in line, line
