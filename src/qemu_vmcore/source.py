@@ -198,12 +198,16 @@ _ACCEPT_HINT = "--accept-inconsistent writes the vmcore anyway, with a warning"
 
 
 def _check_machine_ram_present(qc: QemuCore, strict: bool) -> None:
-    """The machine's RAM cannot be wholly "never touched": firmware, or QEMU
-    loading the kernel, writes to it before the guest runs a single
-    instruction. A core whose RAM segment claims no bytes (its p_filesz
-    zeroed) would otherwise become a vmcore of zeros."""
+    """The machine's RAM cannot be wholly "never touched" once the guest has
+    left real mode: firmware or a kernel got there by writing to it. (Before
+    that, as in a QEMU started with -S, untouched RAM is real.) A core whose
+    RAM segment claims no bytes (its p_filesz zeroed) would otherwise become
+    a vmcore of zeros."""
     from qemu_vmcore.guest.physmem import PieceKind
 
+    ran = [v for v in qc.vcpus if v.mode != "real"]
+    if not ran:
+        return
     main = [r for r in qc.ranges if r.block == _machine_ram_block(qc)]
     if not main or any(
         p.kind is not PieceKind.UNTOUCHED for r in main for p in qc.memory.pieces(r)
@@ -211,8 +215,9 @@ def _check_machine_ram_present(qc: QemuCore, strict: bool) -> None:
         return
     problem = crosscheck.Inconsistency(
         f"the core holds not one byte of the machine's RAM {main[0].block!r} "
-        f"({sum(r.size for r in main):#x} bytes), yet QEMU says the guest could dump it; "
-        "firmware always writes to it, so the core's program headers are corrupt"
+        f"({sum(r.size for r in main):#x} bytes), yet QEMU says the guest could dump it "
+        f"and vCPU {ran[0].index} runs in {ran[0].mode} mode, which a guest reaches only "
+        "by writing to its RAM: the core's program headers are corrupt"
     )
     if strict:
         raise QemuStateError(problem.message, hint=_ACCEPT_HINT)

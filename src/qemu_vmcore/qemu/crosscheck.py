@@ -146,7 +146,7 @@ def _check_machine_ram(
             )
         )
     out += _check_pc_layout(dbg, machine, ranges, block, ram_size)
-    mapped = sum(r.size for r in ranges if r.block == main)
+    mapped = _bytes_of_block(ranges, main)
     if not ram_size - LEGACY_WINDOW <= mapped <= ram_size:
         out.append(
             Inconsistency(
@@ -251,13 +251,32 @@ def _check_overlaps(ranges: Sequence[GuestRange], blocks: dict[str, Block]) -> l
     return []
 
 
+def _bytes_of_block(ranges: Sequence[GuestRange], idstr: str) -> int:
+    """How many distinct bytes of RAMBlock ``idstr`` the ranges map.
+
+    Aliases may map the same bytes twice (the BIOS's last 128 KiB at
+    0xe0000 and below 4 GiB), so the ranges' host intervals are merged,
+    not summed.
+    """
+    spans = sorted((r.hva, r.hva + r.size) for r in ranges if r.block == idstr)
+    total, end = 0, None
+    for a, b in spans:
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
 def _check_blocks(
     ranges: Sequence[GuestRange], blocks: dict[str, Block], segments: Sequence[Segment]
 ) -> list[Inconsistency]:
     out = []
-    mapped: dict[str, int] = {}
-    for r in ranges:
-        mapped[r.block] = mapped.get(r.block, 0) + r.size
+    mapped = {
+        idstr: _bytes_of_block(ranges, idstr) for idstr in dict.fromkeys(r.block for r in ranges)
+    }
     for idstr, size in mapped.items():
         b = blocks.get(idstr)
         if b is None:
@@ -270,7 +289,8 @@ def _check_blocks(
         if size > b.used_length:
             out.append(
                 Inconsistency(
-                    f"the memory map holds {size:#x} bytes of RAMBlock {idstr!r}, which is "
+                    f"the memory map holds {size:#x} distinct bytes of RAMBlock {idstr!r}, which "
+                    f"is "
                     f"{b.used_length:#x} bytes long (used_length)"
                 )
             )
