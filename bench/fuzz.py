@@ -1319,7 +1319,6 @@ class _StateCores:
     pristine plans; made once per scratch directory."""
 
     def __init__(self, scratch: Path) -> None:
-        import shutil
         import subprocess
 
         sys.path.insert(0, str(ROOT / "tests" / "rig"))
@@ -1339,7 +1338,6 @@ class _StateCores:
             self.copies[name], self.qemu[name] = copy, rig.qemu_binary(version)
             self.fields += _state_fields(name, copy, self.qemu[name])
             self.reference[name] = _state_plan(copy, self.qemu[name])
-        self._shutil = shutil
 
     def value(self, f: StateField) -> bytes:
         with open(self.copies[f.case], "rb") as fh:
@@ -1349,6 +1347,8 @@ class _StateCores:
 
 def _state_fields(case: str, core: Path, qemu: Path) -> list[StateField]:
     import drgn
+
+    from qemu_vmcore.qemu import versions
 
     prog = drgn.Program()
     prog.set_core_dump(os.fspath(core))
@@ -1397,7 +1397,7 @@ def _state_fields(case: str, core: Path, qemu: Path) -> list[StateField]:
         x86ms = drgn.cast("X86MachineState *", ms)
         add("x86 below_4g_mem_size", x86ms.below_4g_mem_size)
         add("x86 above_4g_mem_size", x86ms.above_4g_mem_size)
-        cpus = next(a.name for a in versions_cpu_list() if a.name in prog)
+        cpus = next(a.name for a in versions.CPU_LIST if a.name in prog)
         add("cpu list tqh_first", prog[cpus].tqh_first)
         cpu, n = prog[cpus].tqh_first, 0
         while cpu.value_():
@@ -1408,12 +1408,6 @@ def _state_fields(case: str, core: Path, qemu: Path) -> list[StateField]:
     finally:
         host.close()
     return out
-
-
-def versions_cpu_list():
-    from qemu_vmcore.qemu import versions
-
-    return versions.CPU_LIST
 
 
 def _state_plan(core: Path, qemu: Path) -> tuple:

@@ -208,7 +208,8 @@ def _check_machine_ram_present(qc: QemuCore, strict: bool) -> None:
     ran = [v for v in qc.vcpus if v.mode != "real"]
     if not ran:
         return
-    main = [r for r in qc.ranges if r.block == _machine_ram_block(qc)]
+    block = crosscheck.machine_ram_block(state.machine(qc.dbg))
+    main = [r for r in qc.ranges if r.block == block]
     if not main or any(
         p.kind is not PieceKind.UNTOUCHED for r in main for p in qc.memory.pieces(r)
     ):
@@ -222,11 +223,3 @@ def _check_machine_ram_present(qc: QemuCore, strict: bool) -> None:
     if strict:
         raise QemuStateError(problem.message, hint=_ACCEPT_HINT)
     qc.inconsistencies.append(problem)
-
-
-def _machine_ram_block(qc: QemuCore) -> str | None:
-    ms = state.machine(qc.dbg)
-    if not ms.has_member("ram") or int(ms.member("ram")) == 0:
-        return None
-    block = ms.member("ram").member("ram_block")
-    return block.member("idstr").string() if int(block) else None

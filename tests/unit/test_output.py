@@ -47,15 +47,20 @@ def test_mode_is_0600_whatever_the_umask(tmp_path, umask, mask):
 def mode(request, monkeypatch):
     """Run a test with O_TMPFILE, and again as on a file system without it."""
     if request.param == "named":
-        real_open = os.open
-
-        def no_tmpfile(path, flags, *args, **kwargs):
-            if flags & os.O_TMPFILE == os.O_TMPFILE:
-                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
-            return real_open(path, flags, *args, **kwargs)
-
-        monkeypatch.setattr(os, "open", no_tmpfile)
+        without_tmpfile(monkeypatch)
     return request.param
+
+
+def without_tmpfile(monkeypatch) -> None:
+    """Make open(O_TMPFILE) fail as on a file system that lacks it."""
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
 
 
 def test_the_file_appears_only_when_complete(tmp_path, mode):
@@ -123,14 +128,7 @@ def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path, monke
     is written through it. (With O_TMPFILE and --force, the link(2) to the
     temporary name fails the same way.)"""
     monkeypatch.setattr(os, "urandom", lambda n: b"\x11" * n)
-    real_open = os.open
-
-    def no_tmpfile(path, flags, *args, **kwargs):
-        if flags & os.O_TMPFILE == os.O_TMPFILE:
-            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", no_tmpfile)
+    without_tmpfile(monkeypatch)
     victim = tmp_path / "victim"
     victim.write_bytes(b"do not touch")
     planted = tmp_path / f".qv-{'11' * 6}.tmp"

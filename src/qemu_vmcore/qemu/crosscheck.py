@@ -21,7 +21,7 @@ A memory map with no guest RAM at all is always an error, raised by
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -117,23 +117,38 @@ def check(
     :raises QemuStateError: the facts themselves cannot be read.
     """
     blocks = ram_blocks(dbg)
-    out = _check_machine_ram(dbg, ranges, blocks)
-    out += _check_pc_bios(dbg, ranges, blocks)
+    ms = state.machine(dbg)
+    layout = x86.pc_ram_layout(dbg, ms)
+    out = _check_machine_ram(ms, layout, ranges, blocks)
+    out += _check_pc_bios(layout, ranges, blocks)
     out += _check_overlaps(ranges, blocks)
     out += _check_blocks(ranges, blocks, sorted(segments, key=lambda s: s.hva))
-    out += _check_vcpus(dbg, vcpu_indices)
+    out += _check_vcpus(ms, vcpu_indices)
     return out
 
 
-def _check_machine_ram(
-    dbg: Debugger, ranges: Sequence[GuestRange], blocks: dict[str, Block]
-) -> list[Inconsistency]:
-    machine = state.machine(dbg)
-    ram_size = int(machine.member("ram_size"))
+def machine_ram_block(machine: Value) -> str | None:
+    """The idstr of the RAMBlock of ``machine->ram`` (``pc.ram``, a backend's
+    id), or None for a machine without its own RAM region (none of pc, q35, virt).
+
+    :param machine: ``current_machine``.
+    """
     ram = machine.member("ram") if machine.has_member("ram") else None
     if ram is None or int(ram) == 0 or int(ram.member("ram_block")) == 0:
-        return []  # a machine without its own RAM region (none of pc, q35, virt)
-    main = ram.member("ram_block").member("idstr").string()
+        return None
+    return ram.member("ram_block").member("idstr").string()
+
+
+def _check_machine_ram(
+    machine: Value,
+    layout: tuple[int, int] | None,
+    ranges: Sequence[GuestRange],
+    blocks: dict[str, Block],
+) -> list[Inconsistency]:
+    ram_size = int(machine.member("ram_size"))
+    main = machine_ram_block(machine)
+    if main is None:
+        return []
     block = blocks.get(main)
     if block is None:
         return [Inconsistency(f"machine RAM's RAMBlock {main!r} is not in ram_list.blocks")]
@@ -145,7 +160,8 @@ def _check_machine_ram(
                 f"its RAMBlock {main!r} is {block.used_length:#x} bytes long (used_length)"
             )
         )
-    out += _check_pc_layout(dbg, machine, ranges, block, ram_size)
+    if layout is not None:
+        out += _check_pc_layout(layout, ranges, block, ram_size)
     mapped = _bytes_of_block(ranges, main)
     if not ram_size - LEGACY_WINDOW <= mapped <= ram_size:
         out.append(
@@ -158,13 +174,13 @@ def _check_machine_ram(
 
 
 def _check_pc_layout(
-    dbg: Debugger, machine: Value, ranges: Sequence[GuestRange], block: Block, ram_size: int
+    layout: tuple[int, int], ranges: Sequence[GuestRange], block: Block, ram_size: int
 ) -> list[Inconsistency]:
     """On a PC, every range of the machine's RAM must sit where pc_memory_init()
-    put it: at its own offset below 4 GiB, shifted by the PCI hole above."""
-    layout = x86.pc_ram_layout(dbg, machine)
-    if layout is None:
-        return []
+    put it: at its own offset below 4 GiB, shifted by the PCI hole above.
+
+    :param layout: ``(below_4g_mem_size, above_4g_mem_size)``.
+    """
     below, above = layout
     if below + above != ram_size:
         return [
@@ -183,19 +199,34 @@ def _check_pc_layout(
                     f"{below:#x} bytes below 4 GiB maps {block.idstr!r} over {a:#x}-{b:#x})"
                 )
             ]
-    for r in mine:
-        want = x86.pc_ram_offset(r.gpa, below, above)
-        last = x86.pc_ram_offset(r.end - 1, below, above)
+    bad = _misplaced(mine, block, lambda gpa: x86.pc_ram_offset(gpa, below, above))
+    if bad is not None:
+        r, want, got = bad
+        where = "nothing" if want is None else f"RAMBlock offset {want:#x}"
+        return [
+            Inconsistency(
+                f"guest RAM {r.gpa:#x}-{r.end:#x} maps {block.idstr!r} at offset {got:#x}, "
+                f"but a PC with {below:#x} bytes below 4 GiB maps {where} there"
+            )
+        ]
+    return []
+
+
+def _misplaced(
+    ranges: Sequence[GuestRange], block: Block, offset_of: Callable[[int], int | None]
+) -> tuple[GuestRange, int | None, int] | None:
+    """The first range that does not map ``block`` where ``offset_of`` says:
+    ``(range, the offset its first gpa should have, the offset it has)``.
+
+    :param offset_of: the block offset the machine maps at a gpa, or None
+        where it maps none of the block.
+    """
+    for r in ranges:
+        want, last = offset_of(r.gpa), offset_of(r.end - 1)
         got = r.hva - block.host
         if want is None or last is None or want != got or last - want != r.size - 1:
-            where = "nothing" if want is None else f"RAMBlock offset {want:#x}"
-            return [
-                Inconsistency(
-                    f"guest RAM {r.gpa:#x}-{r.end:#x} maps {block.idstr!r} at offset {got:#x}, "
-                    f"but a PC with {below:#x} bytes below 4 GiB maps {where} there"
-                )
-            ]
-    return []
+            return r, want, got
+    return None
 
 
 def _first_gap(ranges: Sequence[GuestRange], start: int, end: int) -> int | None:
@@ -211,13 +242,12 @@ def _first_gap(ranges: Sequence[GuestRange], start: int, end: int) -> int | None
 
 
 def _check_pc_bios(
-    dbg: Debugger, ranges: Sequence[GuestRange], blocks: dict[str, Block]
+    layout: tuple[int, int] | None, ranges: Sequence[GuestRange], blocks: dict[str, Block]
 ) -> list[Inconsistency]:
-    """On a PC, the BIOS ROM must be mapped whole up to 4 GiB, and only where
-    the firmware rules put it."""
-    ms = state.machine(dbg)
+    """On a PC (``layout`` not None), the BIOS ROM must be mapped whole up to
+    4 GiB, and only where the firmware rules put it."""
     bios = blocks.get(x86.PC_BIOS_BLOCK)
-    if bios is None or x86.pc_ram_layout(dbg, ms) is None:
+    if bios is None or layout is None:
         return []
     mine = [r for r in ranges if r.block == bios.idstr]
     top = x86.FOUR_GIB
@@ -225,14 +255,12 @@ def _check_pc_bios(
     if gap is not None:
         return [Inconsistency(f"QEMU's memory map lacks the BIOS ROM at {gap:#x} (a PC maps "
                               f"{bios.idstr!r} up to 4 GiB)")]  # fmt: skip
-    for r in mine:
-        want = x86.pc_bios_offset(r.gpa, bios.used_length)
-        last = x86.pc_bios_offset(r.end - 1, bios.used_length)
-        got = r.hva - bios.host
-        if want is None or last is None or want != got or last - want != r.size - 1:
-            return [Inconsistency(f"the BIOS ROM {bios.idstr!r} is mapped at {r.gpa:#x}-"
-                                  f"{r.end:#x} from offset {got:#x}, where a PC maps "
-                                  "no such part of it")]  # fmt: skip
+    bad = _misplaced(mine, bios, lambda gpa: x86.pc_bios_offset(gpa, bios.used_length))
+    if bad is not None:
+        r, _, got = bad
+        return [Inconsistency(f"the BIOS ROM {bios.idstr!r} is mapped at {r.gpa:#x}-"
+                              f"{r.end:#x} from offset {got:#x}, where a PC maps "
+                              "no such part of it")]  # fmt: skip
     return []
 
 
@@ -333,8 +361,8 @@ def _mapping_problem(b: Block, segments: Sequence[Segment]) -> str | None:
     return None
 
 
-def _check_vcpus(dbg: Debugger, indices: Sequence[int]) -> list[Inconsistency]:
-    smp = state.machine(dbg).member("smp")
+def _check_vcpus(machine: Value, indices: Sequence[int]) -> list[Inconsistency]:
+    smp = machine.member("smp")
     cpus, max_cpus = int(smp.member("cpus")), int(smp.member("max_cpus"))
     out = []
     if not indices:
@@ -346,14 +374,15 @@ def _check_vcpus(dbg: Debugger, indices: Sequence[int]) -> list[Inconsistency]:
                 f"{cpus} (smp.cpus): the list is cut, or vCPUs were unplugged"
             )
         )
-    if len(indices) > max(max_cpus, 1):
+    allowed = max(max_cpus, 1)  # 0 in a machine that predates the field's use
+    if len(indices) > allowed:
         out.append(
             Inconsistency(
                 f"QEMU's vCPU list has {len(indices)} entries, but the machine allows "
                 f"{max_cpus} (smp.max_cpus)"
             )
         )
-    bad = [i for i in indices if not 0 <= i < max(max_cpus, 1)]
+    bad = [i for i in indices if not 0 <= i < allowed]
     if bad:
         out.append(Inconsistency(f"vCPU cpu_index {bad[0]} outside 0..{max_cpus - 1} "
                                  "(smp.max_cpus)", fatal=True))  # fmt: skip
