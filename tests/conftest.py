@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -132,3 +133,33 @@ def sparse_copy(src: Path, dst: Path, size: int) -> None:
             hole = min(os.lseek(fi.fileno(), data, os.SEEK_HOLE), size)
             os.copy_file_range(fi.fileno(), fo.fileno(), hole - data, data, data)
             pos = hole
+
+
+def bytes_being_written(pid: int, out_dir: Path) -> int:
+    """How much the process ``pid`` has written to files it holds open in ``out_dir``.
+
+    The output is an unnamed (O_TMPFILE) file until it is complete, so it is
+    not in ``out_dir``'s listing; the process's descriptors still show it
+    (``/proc/PID/fd/N -> OUT_DIR/#INODE (deleted)``).
+    """
+    written = 0
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd).startswith(f"{out_dir}/"):
+                    written = max(written, os.stat(fd).st_size)
+    return written
+
+
+@pytest.fixture
+def keep_signals():
+    """Restore the handlers that ``cli.main()`` installs when it runs in-process."""
+    import signal
+
+    from qemu_vmcore.cli import CLEANUP_SIGNALS
+
+    old = {sig: signal.getsignal(sig) for sig in (*CLEANUP_SIGNALS, signal.SIGINT, signal.SIGPIPE)}
+    yield
+    for sig, handler in old.items():
+        signal.signal(sig, handler)

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from qemu_vmcore.errors import CoreFileError, OutputError
+from qemu_vmcore.errors import CoreFileError, OutputError, VmcoreError
+from qemu_vmcore.hostcore import open_regular
 from qemu_vmcore.sparse import write_sparse
 
 CHUNK = 1 << 20  # decompressed bytes per read
@@ -32,12 +33,21 @@ MAGICS = {
 
 
 def detect(path: Path) -> str | None:
-    """``zstd``, ``lz4`` or ``xz`` if ``path`` starts with that format's magic, else None."""
+    """``zstd``, ``lz4`` or ``xz`` if ``path`` starts with that format's magic, else None.
+
+    Only a regular file is opened (a FIFO would block the read); anything
+    else is None, and open_core reports the problem in its own words.
+    """
     try:
-        with open(path, "rb") as f:
-            head = f.read(6)
+        fd = open_regular(path)
+    except (OSError, VmcoreError):
+        return None
+    try:
+        head = os.pread(fd, 6, 0)
     except OSError:
-        return None  # open_core reports the problem in its own words
+        return None
+    finally:
+        os.close(fd)
     return next((name for magic, name in MAGICS.items() if head.startswith(magic)), None)
 
 
@@ -74,7 +84,13 @@ def decompressed(
     tmpdir: Path | None = None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Iterator[Path]:
-    """Yield the path of a sparse, decompressed copy of ``path``; removed on exit.
+    """Yield a path to a sparse, decompressed copy of ``path``; gone on exit.
+
+    The copy has no name in the directory at any time (O_TMPFILE) or loses
+    it right after it is made, so that no signal, not even SIGKILL, leaves
+    it behind: it lives as long as our descriptor. The path yielded is that
+    descriptor's ``/proc/PID/fd/N``, which this process and its children
+    (gdb) can open while the context lasts.
 
     :param tmpdir: where the copy goes (default: $TMPDIR, else /var/tmp,
         which is disk rather than memory on most systems).
@@ -83,14 +99,10 @@ def decompressed(
     :raises OutputError: the temporary directory has no room for the core.
     """
     where = Path(tmpdir or os.environ.get("TMPDIR") or "/var/tmp")
-    try:
-        fd, name = tempfile.mkstemp(prefix="qemu-vmcore-core-", dir=where)
-    except OSError as e:
-        raise OutputError(f"{where}: cannot create a temporary core: {e.strerror}") from None
-    tmp = Path(name)
+    fd = _unnamed_file(where)
     try:
         _decompress_into(path, fmt, fd, progress)
-        yield tmp
+        yield Path(f"/proc/{os.getpid()}/fd/{fd}")
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise OutputError(
@@ -101,7 +113,27 @@ def decompressed(
         raise
     finally:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+
+
+#: errnos with which open(O_TMPFILE) says the file system (or kernel) cannot.
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+
+
+def _unnamed_file(where: Path) -> int:
+    """A new read-write file in ``where`` that has no name (mode 0600)."""
+    try:
+        try:
+            return os.open(where, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno not in _NO_TMPFILE:
+                raise
+        # No O_TMPFILE here: create a file and unlink it at once; the name
+        # exists only between the two calls.
+        fd, name = tempfile.mkstemp(prefix="qemu-vmcore-core-", dir=where)
+        os.unlink(name)
+        return fd
+    except OSError as e:
+        raise OutputError(f"{where}: cannot create a temporary core: {e.strerror}") from None
 
 
 def _decompress_into(path: Path, fmt: str, fd: int, progress: Callable[[int], None]) -> None:

@@ -37,8 +37,39 @@ class Entry:
 
     @classmethod
     def from_json(cls, row: dict) -> Entry:
-        return cls(int(row.get("time", 0)), int(row.get("pid", 0)), str(row.get("exe", "")),
-                   str(row.get("corefile", "")))  # fmt: skip
+        """One listed row; a missing field is 0 or empty, a malformed one an error.
+
+        :raises CoredumpError: a field holds what no coredumpctl prints
+            (``"pid": null``, ``"time": "x"``, ``1e400``...).
+        """
+        return cls(_number(row, "time"), _number(row, "pid"), _text(row, "exe"),
+                   _text(row, "corefile"))  # fmt: skip
+
+
+def _number(row: dict, key: str) -> int:
+    """``row[key]`` as a non-negative integer (digits in a string will do)."""
+    value = row.get(key, 0)
+    number: int | None = None
+    # int() would take True as 1 and 1.5 as 1; null, lists and objects are no numbers.
+    if (
+        isinstance(value, (int, str))
+        and not isinstance(value, bool)
+        or (isinstance(value, float) and value.is_integer())
+    ):
+        try:
+            number = int(value)
+        except ValueError:  # "x"; 1e400 is inf, not is_integer()
+            number = None
+    if number is None or number < 0:
+        raise CoredumpError(
+            f"coredumpctl listed a core whose {key!r} is {json.dumps(value)[:40]}, not a number"
+        )
+    return number
+
+
+def _text(row: dict, key: str) -> str:
+    value = row.get(key, "")
+    return value if isinstance(value, str) else "" if value is None else json.dumps(value)
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -69,9 +100,16 @@ def list_entries() -> list[Entry]:
         raise CoredumpError(f"coredumpctl list failed: {proc.stderr.strip()[:200]}")
     try:
         rows = json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError as e:
-        raise CoredumpError(f"coredumpctl printed no JSON ({e})") from None
-    return [Entry.from_json(r) for r in rows if isinstance(r, dict)]
+    except (ValueError, RecursionError) as e:  # JSONDecodeError; nesting too deep
+        raise CoredumpError(f"coredumpctl printed no JSON ({str(e)[:100]})") from None
+    if not isinstance(rows, list):
+        raise CoredumpError(f"coredumpctl printed JSON {type(rows).__name__}, not a list of cores")
+    bad = next((r for r in rows if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise CoredumpError(
+            f"coredumpctl listed {json.dumps(bad)[:40]} as a core, not an object with its fields"
+        )
+    return [Entry.from_json(r) for r in rows]
 
 
 def select(entries: list[Entry], match: str) -> Entry:

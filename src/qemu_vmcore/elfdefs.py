@@ -134,6 +134,36 @@ def iter_notes(buf: bytes, *, limit: int = 1 << 16):
         pos = end
 
 
+def malformed_note(buf: bytes, *, limit: int = 1 << 16) -> tuple[int, str] | None:
+    """Where and why the notes in ``buf`` fail to fill it, or None when they do.
+
+    Linux and gdb write a PT_NOTE segment as notes end to end, to its last
+    byte. :func:`iter_notes` stops quietly at the first note whose sizes run
+    past the buffer; this says so: ``(offset of that note, description)``.
+    Trailing zero bytes (padding) are allowed, as is stopping after
+    ``limit`` notes.
+    """
+    pos = 0
+    for _ in range(limit):
+        if pos >= len(buf):
+            return None
+        # (Zeros parse as empty notes; only where parsing fails are the
+        # remaining bytes looked at, once, to tell padding from garbage.)
+        if pos + NHDR.size > len(buf):
+            if not any(buf[pos:]):
+                return None
+            return pos, f"{len(buf) - pos} bytes after the last note, too few for a note header"
+        namesz, descsz, ntype = NHDR.unpack_from(buf, pos)
+        desc_at = pos + NHDR.size + align_up(namesz, 4)
+        if desc_at + descsz > len(buf):
+            return pos, (
+                f"note type {ntype:#x} with namesz {namesz} and descsz {descsz} runs "
+                f"{desc_at + descsz - len(buf):,} bytes past the end of the notes"
+            )
+        pos = desc_at + align_up(descsz, 4)
+    return None
+
+
 # -- x86 vCPU notes, laid out as QEMU's target/i386/arch_dump.c lays them out --
 
 #: x86_64_elf_prstatus: pad1[32], pid, pad2[76], 27 user_regs (r15 ... gs), pad3[8].

@@ -21,12 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qemu_vmcore import elfdefs as E
-from qemu_vmcore.errors import CoreFileError, MissingMemoryError
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
 
 # Bounds on what we accept from the core's metadata: generous for any real
 # process, small enough that a corrupt header cannot make us allocate much.
 MAX_SEGMENTS = 1 << 20
 MAX_NOTES_SIZE = 64 << 20
+#: ELF_EXEC_PAGESIZE on x86_64: the kernel's core dumps align to it, and a
+#: partly dumped PT_LOAD holds exactly one such page (see _check_loads).
+PAGE = 4096
+
+
+class NotRegularFileError(VmcoreError):
+    """A path we must read is a FIFO, socket, device or directory."""
 
 
 class ExtentKind(enum.Enum):
@@ -286,13 +293,13 @@ def open_core(path: str | os.PathLike[str]) -> HostCore:
     """
     path = Path(path)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (regular
-        # files ignore the flag); non-regular files are refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = open_regular(path)
     except FileNotFoundError:
         raise CoreFileError(f"{path}: no such file", path=path) from None
-    except IsADirectoryError:
-        raise CoreFileError(f"{path}: is a directory, not a core file", path=path) from None
+    except NotRegularFileError as e:
+        if e.context.get("kind") == "a directory":
+            raise CoreFileError(f"{path}: is a directory, not a core file", path=path) from None
+        raise CoreFileError(e.message, path=path) from None
     except PermissionError:
         raise CoreFileError(f"{path}: permission denied", path=path) from None
     try:
@@ -302,12 +309,70 @@ def open_core(path: str | os.PathLike[str]) -> HostCore:
         raise
 
 
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, in words (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _not_regular(path: str | os.PathLike[str], mode: int) -> NotRegularFileError:
+    kind = _kind(mode)
+    return NotRegularFileError(f"{os.fspath(path)}: is {kind}, not a regular file", kind=kind)
+
+
+def open_regular(path: str | os.PathLike[str]) -> int:
+    """Open ``path`` read-only, refusing anything but a regular file, without blocking.
+
+    Opening a FIFO for reading waits for a writer, and opening a device may
+    do anything, so the path is stat()ed first and only a regular file is
+    opened -- with O_NONBLOCK (which regular files ignore) and fstat()ed
+    again, in case another file took its place in between.
+
+    :returns: a file descriptor (O_CLOEXEC); the caller closes it.
+    :raises NotRegularFileError: ``path`` is a FIFO, socket, device or directory.
+    :raises OSError: it cannot be stat()ed or opened (FileNotFoundError, ...).
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _not_regular(path, st.st_mode)
+    return fd
+
+
+def check_regular(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`NotRegularFileError` when ``path`` exists but is not a regular file.
+
+    For paths that another program (drgn, gdb) will open: a missing or
+    unreadable file is theirs to report; one that would block them is ours.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+
+
 def _parse(path: Path, fd: int) -> HostCore:
     st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise CoreFileError(f"{path}: is a directory, not a core file", path=path)
-    if not stat.S_ISREG(st.st_mode):
-        raise CoreFileError(f"{path}: not a regular file", path=path)
     head = os.pread(fd, E.EHDR64.size, 0)
     if len(head) < 16 or head[:4] != E.ELFMAG:
         raise CoreFileError(f"{path}: not an ELF file (no ELF magic)", path=path)
@@ -324,6 +389,7 @@ def _parse(path: Path, fd: int) -> HostCore:
             path=path,
         )
     phdrs = _read_phdrs(path, fd, ehdr, st.st_size)
+    _check_loads(path, ehdr, phdrs)
     segments = [
         CoreSegment(p.vaddr, p.vaddr + p.memsz, p.offset, p.filesz, p.flags)
         for p in phdrs
@@ -338,8 +404,50 @@ def _parse(path: Path, fd: int) -> HostCore:
                     f"({st.st_size:,} bytes)",
                     path=path,
                 )
-            _parse_notes(core, _read_at(fd, p.offset, min(p.filesz, MAX_NOTES_SIZE), st.st_size))
+            buf = _read_at(fd, p.offset, min(p.filesz, MAX_NOTES_SIZE), st.st_size)
+            bad = E.malformed_note(buf) if p.filesz <= MAX_NOTES_SIZE else None
+            if bad is not None:
+                # Not just ignored: notes after it would be lost, and with
+                # them what the process was (and drgn reads them too).
+                raise CoreFileError(
+                    f"{path}: corrupt notes: at file offset {p.offset + bad[0]:#x}, {bad[1]}",
+                    path=path,
+                )
+            _parse_notes(core, buf)
+    _check_auxv(core)
     return core
+
+
+def _check_auxv(core: HostCore) -> None:
+    """Refuse an auxiliary vector that points outside the executable's mappings.
+
+    AT_PHDR and AT_ENTRY are addresses in the main executable: the kernel
+    put them there when it loaded it. drgn finds the executable and its load
+    bias from them, so wrong values would surface as a misleading "no debug
+    info found"; say what is wrong instead. Checked only when NT_FILE lists
+    the mappings to check against.
+    """
+    if not core.mappings:
+        return
+    paths = {}
+    for key, name in ((E.AT_PHDR, "AT_PHDR"), (E.AT_ENTRY, "AT_ENTRY")):
+        value = core.auxv.get(key)
+        if value is None:
+            continue
+        m = core.mapping_at(value)
+        if m is None:
+            raise CoreFileError(
+                f"{core.path}: corrupt NT_AUXV note: {name} {value:#x} lies in no file "
+                f"mapping of the core (NT_FILE)",
+                path=core.path,
+            )
+        paths[name] = m.path
+    if len(set(paths.values())) > 1:
+        raise CoreFileError(
+            f"{core.path}: corrupt NT_AUXV note: AT_PHDR is in {paths['AT_PHDR']} but "
+            f"AT_ENTRY in {paths['AT_ENTRY']}",
+            path=core.path,
+        )
 
 
 def _read_at(fd: int, offset: int, size: int, file_size: int) -> bytes:
@@ -372,11 +480,119 @@ def _read_phdrs(path: Path, fd: int, ehdr: E.Ehdr, file_size: int) -> list[E.Phd
     return [E.Phdr(*t) for t in E.PHDR64.iter_unpack(raw)]
 
 
+def _check_loads(path: Path, ehdr: E.Ehdr, phdrs: list[E.Phdr]) -> None:
+    """Refuse PT_LOADs whose file ranges no core writer produces.
+
+    The kernel (fs/binfmt_elf.c, elf_core_dump) writes each PT_LOAD at a
+    page-aligned offset with p_filesz 0 (nothing dumped: VM_DONTDUMP, or
+    memory coredump_filter leaves out), p_memsz (all of it), or one page
+    (the ELF header of a file mapping, vma_dump_size()), one after the other
+    with no gaps. gdb's gcore writes them whole or empty, packed one after
+    the other with p_align 1. Either way every byte between the first and the
+    last segment's data belongs to exactly one segment. So a p_filesz that
+    was zeroed or shrunk leaves bytes that belong to no segment (and would
+    make the guest RAM they hold read as "not dumped" zeros); one that grew,
+    or a p_offset that moved, makes segments share bytes. A core cut short
+    keeps its headers intact and is reported as truncated, elsewhere.
+
+    Only the headers are judged: offsets past the end of the file are fine.
+    """
+    loads = [(k, p) for k, p in enumerate(phdrs) if p.type == E.PT_LOAD]
+    for k, p in loads:
+        what = f"PT_LOAD {k} (host {p.vaddr:#x}-{p.vaddr + p.memsz:#x})"
+        if p.filesz > p.memsz or p.filesz not in (0, p.memsz, PAGE):
+            raise CoreFileError(
+                f"{path}: corrupt program header: {what} has {p.filesz:#x} bytes in the file "
+                f"of {p.memsz:#x} mapped; a core holds a segment whole, its first page, or none "
+                "of it",
+                path=path,
+            )
+        if p.filesz == 0:
+            continue  # no file bytes: the offset means nothing
+        # gcore writes p_align 1; the kernel writes the page size, and then
+        # the offset must be page-aligned (p_offset = p_vaddr mod p_align).
+        if p.align > 1 and (p.align & (p.align - 1) or p.offset % p.align != p.vaddr % p.align):
+            raise CoreFileError(
+                f"{path}: corrupt program header: {what} is at file offset {p.offset:#x}, "
+                f"not aligned to its p_align {p.align:#x}",
+                path=path,
+            )
+    # Every byte range the headers give a meaning: (start, end, description, kind).
+    ranges = [(0, E.EHDR64.size, "the ELF header", "header")]
+    ranges.append(
+        (ehdr.phoff, ehdr.phoff + len(phdrs) * E.PHDR64.size, "the program headers", "header")
+    )
+    if ehdr.phnum == E.PN_XNUM:
+        ranges.append((ehdr.shoff, ehdr.shoff + E.SHDR64.size, "section header 0", "header"))
+    for k, p in enumerate(phdrs):
+        if p.type == E.PT_NOTE and p.filesz:
+            ranges.append(
+                (p.offset, p.offset + p.filesz, f"the notes (program header {k})", "notes")
+            )
+    for k, p in loads:
+        if p.filesz:
+            what = f"PT_LOAD {k} (host {p.vaddr:#x}-{p.vaddr + p.memsz:#x})"
+            ranges.append((p.offset, p.offset + p.filesz, what, "load"))
+    ranges.sort(key=lambda r: (r[0], r[1]))
+    # Overlaps: sweep in offset order, keeping the range that reaches furthest.
+    reach = ranges[0]
+    for r in ranges[1:]:
+        if r[0] < reach[1] and "load" in (r[3], reach[3]):
+            raise CoreFileError(
+                f"{path}: corrupt program headers: {r[2]} and {reach[2]} share file bytes "
+                f"(offsets {r[0]:#x} and {reach[0]:#x}-{reach[1]:#x})",
+                path=path,
+            )
+        if r[1] > reach[1]:
+            reach = r
+    _check_gaps(path, phdrs, [r for r in ranges if r[3] != "header"])
+
+
+def _check_gaps(path: Path, phdrs: list[E.Phdr], ranges: list[tuple[int, int, str, str]]) -> None:
+    """Refuse a page or more of file bytes, between segments' data, that belongs to none.
+
+    Less than a page is padding (a writer may page-align each segment).
+    """
+    end = None
+    for start, stop, _, _ in ranges:
+        if end is not None and start - end >= PAGE:
+            raise CoreFileError(
+                f"{path}: corrupt program headers: {_gap_owner(phdrs, end, start)}"
+                f"{start - end:#x} bytes of the file, at offsets {end:#x}-{start:#x}, belong to "
+                "no segment (a p_filesz zeroed or cut?)",
+                path=path,
+            )
+        end = stop if end is None else max(end, stop)
+
+
+def _gap_owner(phdrs: list[E.Phdr], start: int, end: int) -> str:
+    """The PT_LOAD whose shrunk p_filesz most likely left ``[start, end)`` unclaimed, as a phrase.
+
+    The kernel lays segments end to end, so it is one that starts in the gap
+    (its p_filesz zeroed; of several, the first whose memory could fill the
+    rest of the gap), else the one whose data ends where the gap begins.
+    """
+    loads = [(k, p) for k, p in enumerate(phdrs) if p.type == E.PT_LOAD]
+    inside = [(k, p) for k, p in loads if start <= p.offset < end]
+    if inside:
+        k, p = min(inside, key=lambda kp: (kp[1].memsz < end - kp[1].offset, kp[1].offset, kp[0]))
+    else:
+        before = [(k, p) for k, p in loads if p.filesz and p.offset + p.filesz == start]
+        if not before:
+            return ""
+        k, p = before[0]
+    return (
+        f"PT_LOAD {k} (host {p.vaddr:#x}-{p.vaddr + p.memsz:#x}) has {p.filesz:#x} bytes in "
+        f"the file of {p.memsz:#x} mapped, yet "
+    )
+
+
 def _parse_notes(core: HostCore, buf: bytes) -> None:
     for note in E.iter_notes(buf):
         if note.name != b"CORE":
             continue
         if note.type == E.NT_FILE:
+            _check_nt_file(core.path, note.desc)
             core.mappings.extend(parse_nt_file(note.desc))
         elif note.type == E.NT_PRPSINFO and len(note.desc) >= E.PRPSINFO64.size:
             f = E.PRPSINFO64.unpack_from(note.desc)
@@ -391,6 +607,42 @@ def _parse_notes(core: HostCore, buf: bytes) -> None:
                 if key == E.AT_NULL:
                     break
                 core.auxv.setdefault(key, value)
+
+
+#: NT_FILE's unit of file offsets: the kernel's page size, or 1 from gdb's
+#: gcore (which records byte offsets).
+NT_FILE_PAGE_SIZES = (1, PAGE)
+
+
+def _check_nt_file(path: Path, desc: bytes) -> None:
+    """Refuse an NT_FILE note that the kernel or gdb cannot have written.
+
+    Its file offsets find guest RAM in backing files and QEMU's read-only
+    data in its executable: with a wrong unit or a count that does not fit,
+    they would find the wrong bytes. drgn refuses such a note too, with a
+    less telling message.
+    """
+    if len(desc) < E.NT_FILE_HEADER.size:
+        raise CoreFileError(f"{path}: corrupt NT_FILE note: {len(desc)} bytes", path=path)
+    count, page_size = E.NT_FILE_HEADER.unpack_from(desc)
+    if page_size not in NT_FILE_PAGE_SIZES:
+        raise CoreFileError(
+            f"{path}: corrupt NT_FILE note: page size {page_size:#x} (the kernel writes "
+            f"{PAGE}, gdb 1)",
+            path=path,
+        )
+    room = (len(desc) - E.NT_FILE_HEADER.size) // E.NT_FILE_ENTRY.size
+    names = desc[E.NT_FILE_HEADER.size + min(count, room) * E.NT_FILE_ENTRY.size :].split(b"\0")
+    names.pop()  # after the last NUL: not a name
+    if count > room or len(names) < count:
+        raise CoreFileError(
+            f"{path}: corrupt NT_FILE note: it counts {count:,} mappings but holds "
+            f"{min(room, len(names)):,} (of {len(desc):,} bytes)",
+            path=path,
+        )
+    empty = next((k for k, name in enumerate(names[:count]) if not name), None)
+    if empty is not None:  # every mapped file has a path; the kernel writes d_path()'s
+        raise CoreFileError(f"{path}: corrupt NT_FILE note: mapping {empty} has no path", path=path)
 
 
 def parse_nt_file(desc: bytes) -> list[FileMapping]:
@@ -409,7 +661,7 @@ def parse_nt_file(desc: bytes) -> list[FileMapping]:
     out = []
     for k in range(min(count, len(names))):
         start, end, pgoff = E.NT_FILE_ENTRY.unpack_from(desc, table_at + k * E.NT_FILE_ENTRY.size)
-        if end < start:
+        if end < start or pgoff * page_size >= 1 << 63:  # beyond any file (off_t)
             continue
         path = names[k].decode("utf-8", "surrogateescape")
         out.append(FileMapping(start, end, pgoff * page_size, path))

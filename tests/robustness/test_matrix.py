@@ -31,7 +31,13 @@ from pathlib import Path
 import pytest
 import rig
 import synth
-from conftest import assert_one_line_error, compressed_core, run_cli, sparse_copy
+from conftest import (
+    assert_one_line_error,
+    bytes_being_written,
+    compressed_core,
+    run_cli,
+    sparse_copy,
+)
 from elftools.elf.elffile import ELFFile
 from vmcore_compare import compare_vmcores
 
@@ -229,23 +235,6 @@ def test_symlink_at_the_output_is_replaced_with_force(rig_case, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["victim", "vmcore"]
 
 
-def _bytes_being_written(pid: int, out_dir: Path) -> int:
-    """How much the process ``pid`` has written to files it holds open in ``out_dir``.
-
-    The output is an unnamed (O_TMPFILE) file until it is complete, so it is
-    not in ``out_dir``'s listing; the process's descriptors still show it
-    (``/proc/PID/fd/N -> OUT_DIR/#INODE (deleted)``).
-    """
-    written = 0
-    fd_dir = Path(f"/proc/{pid}/fd")
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        for fd in fd_dir.iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd).startswith(f"{out_dir}/"):
-                    written = max(written, os.stat(fd).st_size)
-    return written
-
-
 def _digest(path: Path) -> str:
     """SHA-256 of a file, read in 8 MiB pieces."""
     import hashlib
@@ -293,7 +282,7 @@ def test_signal_mid_write_leaves_nothing(rig_case, tmp_path, sig, status):
     proc = _start_extract(core, out_dir / "vmcore", "--format", "kdump-zlib")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if _bytes_being_written(proc.pid, out_dir) > 4 << 20:
+        if bytes_being_written(proc.pid, out_dir) > 4 << 20:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the extraction ended before it could be interrupted"
@@ -336,35 +325,6 @@ def test_sigkill_at_any_moment_leaves_nothing(rig_case, tmp_path, case, fmt):
             (out_dir / "vmcore").unlink()
         else:
             assert left == [], f"kill at {at:.2f}s left {left}"
-
-
-@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_mid_decompression_leaves_nothing(rig_case, tmp_path, sig, status):
-    """Interrupted while an xz core is decompressed into --tmpdir: the partial
-    decompressed copy is removed, and no output was begun."""
-    core = compressed_core(rig_case("q72-pc-512"), "xz")
-    out_dir, work = tmp_path / "out", tmp_path / "work"
-    out_dir.mkdir()
-    work.mkdir()
-    cmd = [sys.executable, "-m", "qemu_vmcore", "extract", core, "-o", out_dir / "vmcore"]
-    proc = subprocess.Popen(
-        [*cmd, "--tmpdir", work],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as above
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(FileNotFoundError):
-            if sum(os.stat(p).st_size for p in work.iterdir()) > 64 << 20:
-                break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the decompression ended before it could be interrupted"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == status, err
-    assert list(work.iterdir()) == [] and list(out_dir.iterdir()) == []
-    assert b"Traceback" not in err
 
 
 # -- rows that write, with --allow-missing ----------------------------------------------

@@ -184,7 +184,8 @@ def write_core(
     """Write an ELF64 core to ``path`` and return its layout.
 
     ``loads`` are written in list order (their file offsets increase in that
-    order, ``align``-aligned); zero pages are skipped when ``sparse``. With
+    order, ``align``-aligned, and ``align`` is their p_align); zero pages are
+    skipped when ``sparse``. With
     65535 or more program headers the header uses PN_XNUM and section 0.
     """
     path = Path(path)
@@ -207,7 +208,7 @@ def write_core(
     phdrs.extend(extra_phdrs)
     for ld in loads:
         phdrs.append(
-            E.Phdr(E.PT_LOAD, ld.flags, ld.offset, ld.vaddr, 0, ld.file_size, ld.mem_size, PAGE)
+            E.Phdr(E.PT_LOAD, ld.flags, ld.offset, ld.vaddr, 0, ld.file_size, ld.mem_size, align)
         )
 
     head = bytearray(
@@ -358,7 +359,14 @@ def ram_core(
     for p in RAM_DATA_PAGES:
         ram[p * PAGE : (p + 1) * PAGE] = pattern(PAGE, seed=100 + p)
     hi = pattern(HI_DUMPED * PAGE, seed=7)
-    loads = [Load(RAM_HVA, bytes(ram)), Load(HI_HVA, hi, memsz=2 * HI_DUMPED * PAGE)]
+    # HI's second half is a VMA of its own with nothing dumped, as after
+    # MADV_DONTDUMP on part of a mapping: the kernel writes a PT_LOAD whole,
+    # its first page, or none of it (hostcore._check_loads).
+    loads = [
+        Load(RAM_HVA, bytes(ram)),
+        Load(HI_HVA, hi),
+        Load(HI_HVA + HI_DUMPED * PAGE, b"", memsz=HI_DUMPED * PAGE),
+    ]
     files = [FileEntry(HI_HVA, HI_HVA + 2 * HI_DUMPED * PAGE, 0, hi_file)] if hi_file else None
     notes = core_notes(psinfo=prpsinfo(fname=b"qemu-system-x86"), files=files)
     return write_core(path, loads, notes), bytes(ram), hi
@@ -403,7 +411,7 @@ def small_core(path: str | os.PathLike[str]) -> SmallCore:
         files=[FileEntry(EXE_BASE, EXE_BASE + PAGE, 0, EXE)],
         aux={E.AT_PHDR: EXE_BASE + 64, AT_PHNUM: phnum},
     )
-    loads = [Load(EXE_BASE, page), Load(0x10000, b"abc" * 100, memsz=2 * PAGE)]
+    loads = [Load(EXE_BASE, page), Load(0x10000, b"abc" * 100)]
     core = write_core(path, loads, notes, align=256)
     phdr = [64 + k * E.PHDR64.size for k in range(core.phnum)]
     # e_entry, e_phoff, e_shoff, then p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import struct
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def fake_qemu_core(tmp_path_factory):
         files=[FileEntry(EXE_BASE, EXE_BASE + 2 * PAGE, 0, EXE)],
         aux={E.AT_PHDR: EXE_BASE + 64, synth.AT_PHNUM: phnum},
     )
-    loads = [Load(EXE_BASE, page), Load(0x7F00_0000_0000, b"x" * 100, memsz=PAGE)]
+    loads = [Load(EXE_BASE, page), Load(0x7F00_0000_0000, b"x" * 100)]
     return synth.write_core(tmp_path_factory.mktemp("fakeq") / "core", loads, notes).path
 
 
@@ -177,20 +176,13 @@ def test_output_is_checked_before_the_core(tmp_path):
 # -- main() in-process ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def keep_sigterm():
-    old = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, old)
-
-
-def test_main_returns_the_exit_code_and_prints_one_line(tmp_path, capsys, keep_sigterm):
+def test_main_returns_the_exit_code_and_prints_one_line(tmp_path, capsys, keep_signals):
     assert cli.main(["info", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'missing'}: no such file\n"
 
 
-def test_main_debug_raises(tmp_path, keep_sigterm):
+def test_main_debug_raises(tmp_path, keep_signals):
     from qemu_vmcore.errors import CoreFileError
 
     with pytest.raises(CoreFileError):

@@ -17,8 +17,8 @@ from typing import TypeVar
 import drgn
 
 from qemu_vmcore.debugger import describe_access
-from qemu_vmcore.errors import DebugInfoError, QemuStateError
-from qemu_vmcore.hostcore import HostCore
+from qemu_vmcore.errors import CoreFileError, DebugInfoError, QemuStateError, VmcoreError
+from qemu_vmcore.hostcore import HostCore, check_regular, open_regular
 
 T = TypeVar("T")
 
@@ -194,22 +194,37 @@ def open_drgn(
     # drgn plugins are for kernel debugging; scanning every installed
     # package's entry points for them costs ~0.1 s, a third of our start-up.
     os.environ.setdefault("DRGN_DISABLE_PLUGINS", "*")
+    given = [p for p in (qemu, debug_file) if p is not None]
+    # drgn opens these files, and looks for the executable at the path the
+    # core names: a FIFO there would block it for good, a device do anything.
+    for path in given:
+        check_regular(path)
+    if core.executable is not None:
+        check_regular(core.executable)
     prog = drgn.Program()
     try:
-        prog.set_core_dump(os.fspath(core.path))
-    except (drgn.FaultError, ValueError, OSError) as e:
-        raise DebugInfoError(f"{core.path}: drgn cannot open the core: {e}") from None
+        # The descriptor we parsed, not the path: drgn reads the very file
+        # we checked (even an unlinked, decompressed copy). drgn owns the dup.
+        prog.set_core_dump(os.dup(core.fd))
+    except Exception as e:  # noqa: BLE001 -- libdrgn's errors include plain Exception
+        raise CoreFileError(f"{core.path}: drgn cannot read the core: {e}") from None
     want = core.executable_build_id()
-    given = [p for p in (qemu, debug_file) if p is not None]
     for path in given:
         _check_given_file(path, want)
     try:
         prog.load_debug_info([os.fspath(p) for p in given], main=True)
     except drgn.MissingDebugInfoError:
         pass  # judged below, on the main module alone
-    except (OSError, ValueError) as e:
+    except drgn.BadDataError as e:
+        # drgn parses the core's NT_FILE and NT_AUXV only now.
+        raise CoreFileError(f"{core.path}: drgn cannot read the core: {e}") from None
+    except Exception as e:  # noqa: BLE001 -- OSError, ValueError, OverflowError, libdrgn's own
         raise DebugInfoError(f"cannot load QEMU's debug info: {e}", hint=DEBUG_INFO_HINT) from None
-    main = prog.main_module()
+    try:
+        main = prog.main_module()
+    except LookupError:
+        exe = core.executable or "the QEMU executable"
+        raise DebugInfoError(f"drgn finds no main executable ({exe}) in the core") from None
     if main.wants_debug_file():
         exe = core.executable or "the QEMU executable"
         bid = f" (build-id {want.hex()})" if want else ""
@@ -218,7 +233,23 @@ def open_drgn(
     executable = Path(loaded) if loaded else None
     if executable is not None and core.executable is not None:
         _serve_unsaved_from_file(prog, core, executable)
+    _index_debug_info(prog)
     return DrgnDebugger(prog, executable)
+
+
+def _index_debug_info(prog: drgn.Program) -> None:
+    """Have drgn index the DWARF now, where its errors mean "bad debug info".
+
+    drgn parses the debug info on the first lookup; a corrupt file then
+    raises whatever libdrgn raises (plain Exception among them) from
+    whichever lookup came first.
+    """
+    try:
+        prog.variable("address_space_memory")
+    except LookupError:
+        pass  # not QEMU: the caller says so
+    except Exception as e:  # noqa: BLE001
+        raise DebugInfoError(f"cannot read QEMU's debug info: {e}", hint=DEBUG_INFO_HINT) from None
 
 
 def _serve_unsaved_from_file(prog: drgn.Program, core: HostCore, executable: Path) -> None:
@@ -234,9 +265,17 @@ def _serve_unsaved_from_file(prog: drgn.Program, core: HostCore, executable: Pat
 
 def _file_reader(path: Path, file_offset: int) -> Callable[[int, int, int, bool], bytes]:
     def read(address: int, count: int, offset: int, physical: bool) -> bytes:
-        with open(path, "rb") as f:
-            f.seek(file_offset + offset)
-            return f.read(count).ljust(count, b"\0")
+        # Errors are faults at the address: drgn hands an exception from
+        # here to whoever read, and the readers expect FaultError.
+        try:
+            fd = open_regular(path)
+            try:
+                data = os.pread(fd, count, file_offset + offset)
+            finally:
+                os.close(fd)
+        except (OSError, OverflowError, ValueError, VmcoreError) as e:
+            raise drgn.FaultError(f"{path}: {getattr(e, 'message', e)}", address) from None
+        return data.ljust(count, b"\0")
 
     return read
 
@@ -248,7 +287,7 @@ def _check_given_file(path: Path, want: bytes | None) -> None:
     try:
         have = read_build_id(path)
     except OSError as e:
-        raise DebugInfoError(f"{path}: {e.strerror}", path=path) from None
+        raise DebugInfoError(f"{path}: {e.strerror or e}", path=path) from None
     if want is not None and have is not None and have != want:
         raise DebugInfoError(
             f"{path}: build-id {have.hex()} does not match the core's {want.hex()}",

@@ -20,7 +20,7 @@ from pathlib import Path
 from qemu_vmcore import errors
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.gdb import script_path
-from qemu_vmcore.hostcore import open_core
+from qemu_vmcore.hostcore import check_regular, open_core
 
 #: Settings before gdb loads anything: QEMU's symbols only (as the drgn
 #: backend loads), no pager, no questions.
@@ -84,11 +84,21 @@ def _options(args) -> list[str]:
 
 
 def _executable(args) -> str | None:
-    """The file gdb loads as QEMU: ``--qemu``, else the one the core names, if it exists."""
+    """The file gdb loads as QEMU: ``--qemu``, else the one the core names, if it exists.
+
+    gdb would block on a FIFO given as either file, and then report "no
+    executable loaded": refuse anything but a regular file here, as the
+    drgn path does.
+    """
+    for path in (args.qemu, args.debug_file):
+        if path is not None:
+            check_regular(path)
     if args.qemu is not None:
         return os.path.abspath(args.qemu)
     with open_core(args.core) as host:  # also the drgn path's errors for a bad core
         exe = host.executable
+    if exe:
+        check_regular(exe)
     return exe if exe and os.path.isfile(exe) else None
 
 

@@ -22,13 +22,13 @@ cannot place bytes at a kernel-image address of its choosing.
 
 from __future__ import annotations
 
-import mmap
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from qemu_vmcore import elfdefs as E
-from qemu_vmcore.errors import MissingMemoryError
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError
 from qemu_vmcore.guest import x86_paging
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 
@@ -52,6 +52,14 @@ FW_CFG_VMCOREINFO_FORMAT_ELF = 1
 _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"
 #: namesz 11, any descsz, type 0, "VMCOREINFO" padded to 12, "OSRELEASE=".
 _NOTE_START = re.compile(rb"\x0b\x00\x00\x00.{4}\x00{4}VMCOREINFO\x00\x00OSRELEASE=", re.DOTALL)
+#: Every match of _NOTE_START is this long (it has no variable part).
+_NOTE_START_LEN = 34
+#: The fixed text in every match, which a chunk must hold to be matched at all.
+_NOTE_NAME = b"VMCOREINFO\x00\x00OSRELEASE="
+#: Guest RAM the scan reads per pread(): big enough that the search, not the
+#: system call, costs the time, small enough to stay in the CPU cache between
+#: the copy and the search (256 KiB-2 MiB measured alike, 8 MiB slower).
+SCAN_CHUNK = 1 << 20
 
 
 class VmcoreInfoError(ValueError):
@@ -218,22 +226,53 @@ def scan_candidates(mem: GuestPhysicalMemory, host_fd: int) -> Iterator[int]:
     """Guest-physical addresses of every ``VMCOREINFO`` note header in guest RAM.
 
     Looks only at the data the core (or a backing file) holds: holes are
-    zeros. Each file is scanned through one read-only mapping, so the scan
-    costs no copying.
+    zeros. Read with pread() into one reused buffer, SCAN_CHUNK at a time
+    with an overlap of a match's length, not through mmap(): a file that
+    shrinks or fails under a mapping kills the process with SIGBUS, where a
+    read returns short or fails, which we report.
+
+    :raises CoreFileError: a file ends early or fails to read mid-scan.
     """
-    maps: dict[int, mmap.mmap] = {}
-    try:
-        for gpa, fd, file_offset, size in mem.file_spans():
-            if fd not in maps:
-                maps[fd] = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    overlap = _NOTE_START_LEN - 1
+    buf = bytearray(SCAN_CHUNK + overlap)
+    view = memoryview(buf)
+    for gpa, fd, file_offset, size in mem.file_spans():
+        pos, end = file_offset, file_offset + size
+        while pos < end:
+            want = min(SCAN_CHUNK + overlap, end - pos)
+            try:
+                got = os.preadv(fd, [view[:want]], pos)
+            except OSError as e:
+                raise CoreFileError(
+                    f"{_fd_name(fd)}: cannot read offset {pos:#x} while scanning guest RAM for "
+                    f"VMCOREINFO: {e.strerror}"
+                ) from None
+            if got < want:
+                raise CoreFileError(
+                    f"{_fd_name(fd)}: the file ended at offset {pos + got:#x}, inside guest RAM "
+                    "being scanned for VMCOREINFO; was it truncated while we read it?"
+                )
+            # Most chunks hold no note name at all, which a plain substring
+            # search (C fastsearch) tells faster than the regex.
+            if buf.find(_NOTE_NAME, 0, got) < 0:
+                pos += SCAN_CHUNK
+                continue
             # One compiled pattern matches the whole note start, so every hit
             # is a candidate (and counts against MAX_CANDIDATES): RAM filled
             # with near-misses costs the regex engine, not a Python loop.
-            for hit in _NOTE_START.finditer(maps[fd], file_offset, file_offset + size):
-                yield gpa + (hit.start() - file_offset)
-    finally:
-        for m in maps.values():
-            m.close()
+            for hit in _NOTE_START.finditer(buf, 0, got):
+                if hit.start() >= SCAN_CHUNK:
+                    break  # in the overlap: the next chunk starts with it
+                yield gpa + (pos - file_offset) + hit.start()
+            pos += SCAN_CHUNK
+
+
+def _fd_name(fd: int) -> str:
+    """The path an open descriptor reads (for messages)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"file descriptor {fd}"
 
 
 @dataclass
