@@ -1184,7 +1184,7 @@ def _available_methods() -> list[str]:
     for name, method in sorted(compress.METHODS.items()):
         try:
             compress.compressor(method)
-        except VmcoreError:  # e.g. python-lzo, an optional extra
+        except VmcoreError:  # a method whose binding is not installed
             continue
         out.append(name)
     return out

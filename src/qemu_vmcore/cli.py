@@ -8,6 +8,7 @@ non-zero exit; a traceback appears only with --debug.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -15,10 +16,11 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from qemu_vmcore import __version__
 from qemu_vmcore.errors import VmcoreError
+from qemu_vmcore.terminal import MessageStream, point_at_devnull
 
 if TYPE_CHECKING:
     from qemu_vmcore.source import QemuCore
@@ -46,8 +48,10 @@ debug info:
   (from the debug archive); Fedora: dnf debuginfo-install qemu-system-x86-core.
   An unstripped QEMU build can be named with --qemu.
 
-exit status: 0 success, 2 bad input, 3 output problem, 128+N ended by signal N
-(130 Ctrl-C, 143 SIGTERM; also SIGHUP, SIGQUIT, SIGUSR1, SIGALRM).
+exit status: 0 success, 2 bad input, 3 output problem (the vmcore, or stdout
+closed or failing, e.g. >/dev/full), 128+N ended by signal N (130 Ctrl-C,
+143 SIGTERM; also SIGHUP, SIGQUIT, SIGUSR1, SIGALRM; 141 when the reader of
+stdout went away, as in `| head`, quietly).
 """
 
 
@@ -179,6 +183,12 @@ class _Parser(argparse.ArgumentParser):
         print(f"error: {safe(message)} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(2)
 
+    def _print_message(self, message: str, file: TextIO | None = None) -> None:
+        # argparse ignores an OSError here; --help and --version are results,
+        # and one that cannot be written is an error (see _stdout_failed).
+        if message:
+            (file or sys.stderr).write(message)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -239,34 +249,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "gdb-script":
-        from qemu_vmcore.gdb import script_path
+    """Run the command line; returns the exit status (see EPILOG)."""
+    with _standard_streams() as stdout_closed:
+        return _run(argv, stdout_closed=stdout_closed)
 
-        print(script_path())
-        return 0
-    _install_signal_handlers()
-    if args.debug:
-        import logging
 
-        # Show drgn's own log (otherwise silenced) when debugging.
-        logging.getLogger("drgn").addHandler(logging.StreamHandler())
+def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
     try:
+        args = build_parser().parse_args(argv)
+    except OSError as e:  # writing --help or --version (stderr's failures are ignored)
+        return _stdout_failed(e)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise  # a usage error, already on stderr
+        # --help or --version: their text is a result like any other.
+        try:
+            if stdout_closed:
+                raise _StdoutError(None)
+            _flush_results()
+        except _StdoutError as failed:
+            return _stdout_failed(failed.error)
+        return 0
+    debug = getattr(args, "debug", False)  # gdb-script has no --debug
+    try:
+        if stdout_closed and _prints_results(args):
+            raise _StdoutError(None)  # refuse before the slow part
+        if args.command == "gdb-script":
+            from qemu_vmcore.gdb import script_path
+
+            _print_result(f"{script_path()}\n")
+            return 0
+        _install_signal_handlers()
+        if debug:
+            import logging
+
+            # Show drgn's own log (otherwise silenced) when debugging.
+            logging.getLogger("drgn").addHandler(logging.StreamHandler())
         if args.command == "info":
             return _cmd_info(args)
         if args.command == "dmesg":
             return _cmd_dmesg(args)
         return _cmd_extract(args)
+    except _StdoutError as e:
+        if debug and e.error is not None and e.error.errno != errno.EPIPE:
+            raise e.error from None
+        return _stdout_failed(e.error, written=e.written)
     except VmcoreError as e:
-        if args.debug:
+        if debug:
             raise
         _error(e.message, e.hint)
         return e.exit_code
     except OSError as e:
-        if args.debug:
+        if debug:
             raise
-        where = f"{e.filename}: " if e.filename else ""
-        _error(f"{where}{e.strerror or e}")
+        _error(_os_error_message(args, e))
         return _os_error_status(args, e)
     except KeyboardInterrupt:
         _error("interrupted; no output written")
@@ -274,6 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     except _Terminated as e:
         _error(f"{signal.Signals(e.signum).name}: terminated; no output written")
         return 128 + e.signum
+
+
+def _os_error_message(args: argparse.Namespace, e: OSError) -> str:
+    """``PATH: what went wrong``; an error without a file name is one reading the core
+    (writing the vmcore turns its own into OutputError, see output.py)."""
+    if e.filename is not None:
+        where = os.fsdecode(e.filename)
+        if e.filename2 is not None:
+            where += f" -> {os.fsdecode(e.filename2)}"
+    else:
+        where = os.fspath(args.core) if getattr(args, "core", None) is not None else "the core"
+    return f"{where}: {e.strerror or e}"
 
 
 def _os_error_status(args: argparse.Namespace, e: OSError) -> int:
@@ -288,6 +336,118 @@ def _os_error_status(args: argparse.Namespace, e: OSError) -> int:
         if where in (out, out.parent) or where.parent == out.parent and where.name.startswith("."):
             return 3
     return 2
+
+
+# -- standard streams ---------------------------------------------------------
+#
+# Results (info, dmesg, gdb-script, --json, --help) go to stdout; everything
+# else (errors, warnings, progress) to stderr. A result that cannot be written
+# is an output error (3), unless the reader went away (`| head`): then the
+# run ends quietly with 141, as if killed by SIGPIPE, which is what the
+# shell reports for other programs in that pipeline. Messages that cannot be
+# written are lost, and never stop a command: `extract 2>&-` still writes
+# the vmcore.
+
+
+class _StdoutError(Exception):
+    """The command's results cannot be written to stdout (``error`` None: it is closed)."""
+
+    def __init__(self, error: OSError | None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.written: Path | None = None  # the vmcore, when it was written before
+
+
+def _prints_results(args: argparse.Namespace) -> bool:
+    return args.command in ("info", "dmesg", "gdb-script") or bool(getattr(args, "json", False))
+
+
+def _print_result(text: str) -> None:
+    """Write ``text`` to stdout, now.
+
+    :raises _StdoutError: it cannot be written (a closed pipe, a full disk).
+    """
+    try:
+        sys.stdout.write(text)
+    except OSError as e:
+        raise _StdoutError(e) from None
+    _flush_results()
+
+
+def _flush_results() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        raise _StdoutError(e) from None
+
+
+def _stdout_failed(error: OSError | None, *, written: Path | None = None) -> int:
+    """Say why the results were lost (except after a broken pipe); the exit status."""
+    where = _stream_path(sys.stdout)
+    # Whatever Python still holds for stdout would fail again at exit, with an
+    # "Exception ignored ..." message and status 120: send it to /dev/null.
+    point_at_devnull(sys.stdout)
+    if error is not None and error.errno == errno.EPIPE:
+        return 128 + signal.SIGPIPE
+    if error is None:
+        _error("cannot print the result: stdout is closed", "redirect it to a file or /dev/null")
+    else:
+        done = f"; {written} was written all the same" if written is not None else ""
+        _error(f"cannot print the result to stdout ({where}): {error.strerror or error}{done}")
+    return 3
+
+
+def _stream_path(stream: object) -> str:
+    """What ``stream`` is open on, for messages: ``/dev/full``, ``pipe:[1234]``."""
+    try:
+        return os.readlink(f"/proc/self/fd/{stream.fileno()}")  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return "not a file"
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def _standard_streams() -> Iterator[bool]:
+    """Make stdin, stdout and stderr safe to use while main() runs; yields
+    whether stdout was closed (``>&-``).
+
+    A closed descriptor 0, 1 or 2 is reopened on /dev/null: otherwise the
+    next file we open would get it, and the vmcore opened as descriptor 2
+    would receive whatever writes to stderr (our messages, libdw's). And
+    sys.stderr becomes a stream whose failures are ignored, so that a message
+    never stops a command, and Python's print() never falls back to stdout.
+    """
+    closed = [fd for fd in (0, 1, 2) if not _fd_open(fd)]
+    for fd in closed:
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        else:
+            os.set_inheritable(fd, True)  # children (gdb, coredumpctl) get it too
+    saved = sys.stdout, sys.stderr
+    stdout_closed = sys.stdout is None or 1 in closed
+    if sys.stdout is None:  # Python saw descriptor 1 closed; now it is /dev/null
+        sys.stdout = open(1, "w", closefd=False)
+    stderr = sys.stderr
+    if stderr is None:
+        stderr = open(2, "w", errors="backslashreplace", closefd=False)
+    sys.stderr = MessageStream(stderr)  # type: ignore[assignment]
+    try:
+        yield stdout_closed
+    finally:
+        sys.stderr.flush()
+        # Back to the caller's streams (tests call main() in-process); one we
+        # opened for a closed descriptor stays, for Python's flush at exit.
+        sys.stdout = saved[0] if saved[0] is not None else sys.stdout
+        sys.stderr = saved[1] if saved[1] is not None else stderr
 
 
 #: Signals that end a run the way SIGTERM does: cleanup runs, exit 128+N.
@@ -381,9 +541,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     with _open(args) as qc:
         data = report.info_dict(qc, vmcoreinfo=not args.no_vmcoreinfo)
     if args.json:
-        print(json.dumps(data, indent=2))
-    else:
+        _print_result(json.dumps(data, indent=2) + "\n")
+        return 0
+    try:  # only writes to stdout: its OSError is stdout's
         report.print_info(data)
+    except OSError as e:
+        raise _StdoutError(e) from None
+    _flush_results()
     return 0
 
 
@@ -400,13 +564,15 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
                 "the guest kernel's log cannot be located"
             )
         _warn_if_unverified(search)
+        _flush_results()  # text before bytes
         out = sys.stdout.buffer
-        try:
-            for line in printk.records(qc.memory, search.chosen):
+        # Reading the log can fail too (the core): only the writes are stdout's.
+        for line in printk.records(qc.memory, search.chosen):
+            try:
                 out.write(line)
-            out.flush()
-        except BrokenPipeError:  # e.g. piped into head
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except OSError as e:
+                raise _StdoutError(e) from None
+        _flush_results()
     return 0
 
 
@@ -489,7 +655,11 @@ def _report_extract(args: argparse.Namespace, result) -> int:
     for line in report.backing_notes(getattr(result, "backing", ())):
         print(safe(line), file=sys.stderr)
     if args.json:
-        print(json.dumps(report.extract_dict(result), indent=2))
+        try:
+            _print_result(json.dumps(report.extract_dict(result), indent=2) + "\n")
+        except _StdoutError as e:
+            e.written = result.output  # the vmcore is there all the same: say so
+            raise
     elif not args.quiet:
         fmt = "" if result.format == "elf" else f" ({result.format}, {result.file_size:,} bytes)"
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -128,17 +129,28 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
-def print_info(data: dict) -> None:
-    """Print ``info_dict`` output as a summary and a table of guest RAM."""
+def print_info(data: dict, file: TextIO | None = None) -> None:
+    """Print ``info_dict`` output as a summary and a table of guest RAM.
+
+    :param file: where (default ``sys.stdout``, looked up when printing).
+    :raises OSError: the text cannot be written (BrokenPipeError included).
+    """
     from rich.console import Console
     from rich.table import Table
 
     from qemu_vmcore.terminal import safe_data
 
+    class ResultConsole(Console):
+        """A broken pipe is the caller's to handle: rich's own handling exits
+        with status 1, after pointing stdout at /dev/null."""
+
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
     # Strings here come from the core and the guest (OSRELEASE, device ids,
     # paths): escape control characters, and never read them as rich markup.
     data = safe_data(data)
-    console = Console(highlight=False, markup=False)
+    console = ResultConsole(highlight=False, markup=False, file=file)
     console.width = max(console.width, 120)  # addresses must not be cut when piped
     q = data["qemu"]
     console.print(f"QEMU         {q['version'] or 'unknown'}  ({q['executable']}, pid {q['pid']})")
@@ -217,9 +229,12 @@ def progress_bar(
         TransferSpeedColumn,
     )
 
+    from qemu_vmcore.terminal import MessageStream
+
     columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn())
-    with Progress(
-        label, *columns, TimeRemainingColumn(), console=Console(stderr=file is None, file=file)
-    ) as bar:
+    # A bar that cannot be drawn (the terminal gone) must not stop the work:
+    # MessageStream drops what fails (the CLI's sys.stderr is one already).
+    console = Console(stderr=file is None, file=None if file is None else MessageStream(file))
+    with Progress(label, *columns, TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("extract", total=total)
         yield lambda n: bar.advance(task, n)

@@ -17,7 +17,7 @@ want_pkgs=(
   busybox-static cpio xz-utils zstd lz4
   # consumers and tools used by tests and bench
   gdb binutils crash makedumpfile kexec-tools
-  # python-lzo's build (kdump-lzo); libkdumpfile for the tests (system Python)
+  # python-lzo's build (the faster kdump-lzo binding, the lzo extra); libkdumpfile for the tests (system Python)
   liblzo2-dev python3-dev python3-libkdumpfile
   # a journal with coredump entries for the coredumpctl test (the daemon is
   # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)

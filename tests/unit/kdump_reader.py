@@ -26,9 +26,9 @@ def _decompress(flags: int, data: bytes) -> bytes:
     if flags & ZLIB:
         return zlib.decompress(data)
     if flags & LZO:
-        import lzo
+        import lzallright  # a core dependency; python-lzo is optional
 
-        return lzo.decompress(data, False, PAGE)
+        return lzallright.LZOCompressor.decompress(data, output_size_hint=PAGE)
     if flags & SNAPPY:
         import cramjam
 
