@@ -528,10 +528,7 @@ def _open(args: argparse.Namespace) -> Iterator[QemuCore]:
             from qemu_vmcore.terminal import safe
 
             for problem in qc.inconsistencies:
-                print(
-                    safe(f"warning: QEMU's state disagrees with itself: {problem.message}"),
-                    file=sys.stderr,
-                )
+                print(safe(f"warning: {problem}"), file=sys.stderr)
             yield qc
 
 

@@ -177,7 +177,7 @@ def _open(
     if fatal:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise QemuStateError(
-            f"QEMU's state disagrees with itself: {fatal[0].message}{more}",
+            f"{fatal[0]}{more}",
             hint=None if fatal[0].fatal else _ACCEPT_HINT,
             inconsistencies=problems,
         )

@@ -198,6 +198,19 @@ def test_read_of_truncated_ram(tmp_path):
         assert info.value.context["gpa"] == G4 + PAGE
 
 
+def test_read_of_a_core_that_shrank_after_it_was_opened(tmp_path):
+    """The pieces were planned on the whole file; a short pread is an error naming it."""
+    core, _, hi = synth.ram_core(tmp_path / "core")
+    with open_core(core.path) as host:
+        mem = GuestPhysicalMemory([R2], host)
+        assert mem.read(G4, PAGE) == hi[:PAGE]
+        os.truncate(core.path, core.loads[1].offset + PAGE)
+        with pytest.raises(MissingMemoryError, match="ended early at offset") as info:
+            mem.read(G4 + PAGE - 1, 2)
+        assert "the core" in str(info.value) and "was it truncated" in str(info.value)
+        assert info.value.context["gpa"] == G4 + PAGE - 1
+
+
 def test_copy_to_writes_data_skips_the_rest_and_reports_progress(ram, tmp_path):
     mem, ram_bytes, hi = ram
     out = tmp_path / "out"

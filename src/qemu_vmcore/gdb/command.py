@@ -245,7 +245,7 @@ def run(args: argparse.Namespace, warnings: list[str]):
         core_path, qemu=given, backend="gdb", backing_files=backing, strict=strict
     ) as qc:
         for problem in qc.inconsistencies:
-            warnings.append(safe(f"warning: QEMU's state disagrees with itself: {problem.message}"))
+            warnings.append(safe(f"warning: {problem}"))
             _write(warnings[-1], gdb.STDERR)
         if not args.quiet:
             for line in ram_table(qc):

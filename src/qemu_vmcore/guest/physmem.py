@@ -224,7 +224,16 @@ class GuestPhysicalMemory:
             stop = min(end, p.end)
             fd = self._source_fd(p)
             if fd is not None:
-                out += os.pread(fd, stop - pos, p.file_offset + (pos - p.gpa))
+                offset = p.file_offset + (pos - p.gpa)
+                data = os.pread(fd, stop - pos, offset)
+                if len(data) != stop - pos:  # the file shrank after it was opened
+                    where = "the core" if fd == self._host.fd else p.path
+                    raise MissingMemoryError(
+                        f"{where} ended early at offset {offset + len(data):#x}, reading "
+                        f"guest-physical {pos:#x}; was it truncated?",
+                        gpa=pos,
+                    )
+                out += data
             elif p.kind is PieceKind.UNTOUCHED:
                 out += bytes(stop - pos)
             else:

@@ -77,6 +77,12 @@ class Inconsistency:
     message: str
     fatal: bool = False
 
+    #: How every front end introduces a disagreement, as an error or a warning.
+    PREFIX = "QEMU's state disagrees with itself: "
+
+    def __str__(self) -> str:
+        return self.PREFIX + self.message
+
 
 def ram_blocks(dbg: Debugger) -> dict[str, Block]:
     """Every RAMBlock of ``ram_list.blocks``, by idstr (bounded, cycle-safe)."""
