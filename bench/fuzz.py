@@ -82,7 +82,6 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from kdump_reader import Kdump, unflatten
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract, kernel_text_load, minimal_notes
 from qemu_vmcore.guest import printk, vmcoreinfo
@@ -95,7 +94,8 @@ from qemu_vmcore.guest.vmcoreinfo import (
     VmcoreInfoError,
 )
 from qemu_vmcore.guest.x86_paging import translate
-from qemu_vmcore.hostcore import ExtentKind, FileMapping, ProcessInfo, open_core, parse_nt_file
+from qemu_vmcore.host.core import ExtentKind, FileMapping, ProcessInfo, open_core, parse_nt_file
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore

@@ -157,7 +157,7 @@ def keep_signals():
     """Restore the handlers that ``cli.main()`` installs when it runs in-process."""
     import signal
 
-    from qemu_vmcore.cli import CLEANUP_SIGNALS
+    from qemu_vmcore.frontends.cli import CLEANUP_SIGNALS
 
     old = {sig: signal.getsignal(sig) for sig in (*CLEANUP_SIGNALS, signal.SIGINT, signal.SIGPIPE)}
     yield

@@ -1,3 +1,3 @@
-from qemu_vmcore.cli import main
+from qemu_vmcore.frontends.cli import main
 
 raise SystemExit(main())

@@ -15,7 +15,7 @@ from qemu_vmcore.debugger import Debugger
 from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
 from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
-from qemu_vmcore.hostcore import HostCore, open_core
+from qemu_vmcore.host.core import HostCore, open_core
 from qemu_vmcore.qemu import crosscheck, devices, memory, state, x86
 from qemu_vmcore.qemu.memory import GuestRange
 
@@ -42,7 +42,7 @@ class QemuCore:
     @cached_property
     def qemu_version(self) -> str | None:
         """QEMU's version string, from the executable that made the core."""
-        from qemu_vmcore.elffile import read_qemu_version
+        from qemu_vmcore.host.executable import read_qemu_version
 
         return read_qemu_version(self.executable) if self.executable else None
 

@@ -21,9 +21,9 @@ from conftest import run_cli
 from elftools.elf.elffile import ELFFile
 from vmcore_compare import all_loads, compare_vmcores
 
-from qemu_vmcore import elfdefs as E
-from qemu_vmcore import kdumpdefs as K
 from qemu_vmcore.guest.x86_mappings import merge
+from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.layouts import kdump as K
 
 pytestmark = pytest.mark.rig
 

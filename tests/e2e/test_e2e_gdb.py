@@ -321,7 +321,7 @@ def test_package_found_without_the_virtualenv(rig_case, script):
         target=on_core(case),
     )
     assert "drgn: None" in proc.stdout, "gdb's Python sees the virtualenv; test is moot"
-    assert f"package: {script.parent.parent / '__init__.py'}" in proc.stdout
+    assert f"package: {script.parents[2] / '__init__.py'}" in proc.stdout
 
 
 @contextlib.contextmanager

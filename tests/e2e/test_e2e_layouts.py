@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run_cli
 from elftools.elf.elffile import ELFFile
 from vmcore_compare import compare_vmcores
 
-from qemu_vmcore import elfdefs as E
+from qemu_vmcore.layouts import elf as E
 
 pytestmark = pytest.mark.rig
 
@@ -140,7 +140,7 @@ def test_memfd_ram_is_in_the_core(rig_case):
     data = info(case)
     assert {r["in_core"] for r in data["ranges"]} == {"yes"}
     assert device_of(data, 0)["backend"] == "memory-backend-memfd"
-    from qemu_vmcore.hostcore import open_core
+    from qemu_vmcore.host.core import open_core
 
     with open_core(case.core) as host:
         assert any(m.path.startswith("/memfd:") for m in host.mappings)

@@ -30,7 +30,7 @@ from qemu_vmcore.writers import compress
 CASE = "q10-q35-512"
 WITHOUT_PYTHON_LZO = (
     "import sys; sys.modules['lzo'] = None; "
-    "from qemu_vmcore.cli import main; raise SystemExit(main())"
+    "from qemu_vmcore.frontends.cli import main; raise SystemExit(main())"
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 from elftools.elf.elffile import ELFFile
 
-from qemu_vmcore import elfdefs as E
+from qemu_vmcore.layouts import elf as E
 
 pytestmark = pytest.mark.rig
 

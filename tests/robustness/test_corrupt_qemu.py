@@ -32,7 +32,7 @@ import drgn
 import pytest
 from conftest import assert_one_line_error
 
-from qemu_vmcore.hostcore import ExtentKind, open_core
+from qemu_vmcore.host.core import ExtentKind, open_core
 from qemu_vmcore.qemu import versions
 
 pytestmark = pytest.mark.rig

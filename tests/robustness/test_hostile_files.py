@@ -31,8 +31,8 @@ import pytest
 import rig
 from conftest import assert_one_line_error, bytes_being_written, compressed_core
 
-from qemu_vmcore import elfdefs as E
-from qemu_vmcore.hostcore import open_core
+from qemu_vmcore.host.core import open_core
+from qemu_vmcore.layouts import elf as E
 
 pytestmark = pytest.mark.rig
 

@@ -17,8 +17,8 @@ import pytest
 from conftest import run_cli
 from elftools.elf.elffile import ELFFile
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest import vmcoreinfo
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu import x86
 from qemu_vmcore.source import open_qemu_core
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import synth
 from hypothesis import strategies as st
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import MAX_NOTE_SIZE, VmcoreInfo
-from qemu_vmcore.hostcore import HostCore, open_core
+from qemu_vmcore.host.core import HostCore, open_core
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 

@@ -7,7 +7,7 @@ not written but skipped by seeking, so they are real file system holes (as
 the kernel leaves them). ``filesz < memsz`` models memory the kernel did not
 dump. More than 65534 program headers use extended numbering (PN_XNUM).
 
-Only ``struct`` and the layouts of :mod:`qemu_vmcore.elfdefs` are used, so
+Only ``struct`` and the layouts of :mod:`qemu_vmcore.layouts.elf` are used, so
 the helper shares no parsing code with what it tests.
 
 The hypothesis strategies at the end (mutated cores, NT_FILE entries) are
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from qemu_vmcore import elfdefs as E
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE = 4096

@@ -14,7 +14,7 @@ from qemu_vmcore.extract import describe_missing, extract, missing_hint
 from qemu_vmcore.guest import backing
 from qemu_vmcore.guest.backing import BackingFiles, FileSpan, file_spans, open_backing_file
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, PieceKind
-from qemu_vmcore.hostcore import FileMapping, open_core
+from qemu_vmcore.host.core import FileMapping, open_core
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.report import backing_notes
 

@@ -11,8 +11,9 @@ import synth
 from conftest import assert_one_line_error, run_cli
 from synth import PAGE, FileEntry, Load
 
-from qemu_vmcore import __version__, cli
-from qemu_vmcore import elfdefs as E
+from qemu_vmcore import __version__
+from qemu_vmcore.frontends import cli
+from qemu_vmcore.layouts import elf as E
 
 EXE = "/usr/bin/qemu-system-x86_64"
 EXE_BASE = 0x5555_5555_4000

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from qemu_vmcore.coredump import CoredumpError, Entry, select, storage
+from qemu_vmcore.host.coredump import CoredumpError, Entry, select, storage
 
 # As printed by systemd 252's `coredumpctl --json=short list` (one line).
 LISTED = json.loads(

@@ -11,9 +11,9 @@ import synth
 from elftools.elf.elffile import ELFFile
 from synth import HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
-from qemu_vmcore.hostcore import open_core
+from qemu_vmcore.host.core import open_core
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.elf import ELF32, ELF64, build_image, write_elf
 

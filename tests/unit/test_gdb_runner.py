@@ -16,7 +16,7 @@ import synth
 from conftest import assert_one_line_error, run_cli
 
 from qemu_vmcore import errors
-from qemu_vmcore.gdb import runner, script_path
+from qemu_vmcore.frontends.gdb import runner, script_path
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 
@@ -25,7 +25,7 @@ def test_gdb_script_prints_the_shipped_script():
     proc = run_cli("gdb-script", check=True)
     path = Path(proc.stdout.strip())
     assert path == script_path() and path.is_file()
-    assert path.parent.parent.name == "qemu_vmcore"  # loads the package it sits in
+    assert path.parents[2].name == "qemu_vmcore"  # loads the package it sits in
     assert "dump-guest-memory" in path.read_text()
 
 
@@ -127,14 +127,16 @@ def test_bad_core_same_error_both_backends(tmp_path):
 def test_script_says_how_to_fix_a_missing_module(tmp_path):
     """A copy of the package whose command needs a module gdb's Python lacks."""
     copy = tmp_path / "site" / "qemu_vmcore"
-    shutil.copytree(script_path().parent.parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    command = copy / "gdb" / "command.py"
+    package = script_path().parents[2]
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    gdb_dir = copy / script_path().parent.relative_to(package)
+    command = gdb_dir / "command.py"
     text = command.read_text().replace(
         "import gdb\n", "import gdb\nimport no_such_module_xyz  # noqa\n", 1
     )
     command.write_text(text)
     proc = subprocess.run(
-        ["gdb", "-batch", "-nx", "-ex", f"source {copy / 'gdb' / script_path().name}",
+        ["gdb", "-batch", "-nx", "-ex", f"source {gdb_dir / script_path().name}",
          "-ex", f"dump-guest-memory {tmp_path / 'v'}"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip

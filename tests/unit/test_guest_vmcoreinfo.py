@@ -40,7 +40,6 @@ from guestsynth import note_descs as descs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest import vmcoreinfo as V
 from qemu_vmcore.guest.vmcoreinfo import (
     MAX_CANDIDATES,
@@ -56,6 +55,7 @@ from qemu_vmcore.guest.vmcoreinfo import (
     scan_candidates,
     verify,
 )
+from qemu_vmcore.layouts import elf as E
 
 HEADER = E.NHDR.size + 12  # header + "VMCOREINFO\0" padded
 

@@ -16,10 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synth import BUILD_ID, EXE, EXE_BASE, LIBC, LIBC_BASE, PAGE, FileEntry, Load
 
-from qemu_vmcore import elfdefs as E
-from qemu_vmcore.elffile import read_build_id
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError
-from qemu_vmcore.hostcore import (
+from qemu_vmcore.host.core import (
     MAX_SEGMENTS,
     CoreSegment,
     Extent,
@@ -29,6 +27,8 @@ from qemu_vmcore.hostcore import (
     open_core,
     parse_nt_file,
 )
+from qemu_vmcore.host.executable import read_build_id
+from qemu_vmcore.layouts import elf as E
 
 DATA, NOT_DUMPED, TRUNCATED, UNMAPPED = (
     ExtentKind.DATA,
@@ -641,7 +641,7 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     code = (
-        "import sys\nfrom qemu_vmcore.hostcore import open_core\n"
+        "import sys\nfrom qemu_vmcore.host.core import open_core\n"
         "from qemu_vmcore.errors import CoreFileError\n"
         "try:\n    open_core(sys.argv[1])\nexcept CoreFileError as e:\n    print(e.message)\n"
     )

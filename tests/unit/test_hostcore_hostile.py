@@ -26,19 +26,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synth import EXE, EXE_BASE, PAGE, FileEntry, Load
 
-from qemu_vmcore import compressed, elffile
-from qemu_vmcore import elfdefs as E
-from qemu_vmcore.coredump import CoredumpError, Entry
 from qemu_vmcore.debugger import drgn_backend
 from qemu_vmcore.errors import CoreFileError, DebugInfoError
 from qemu_vmcore.guest import vmcoreinfo as V
-from qemu_vmcore.hostcore import (
+from qemu_vmcore.host import compressed
+from qemu_vmcore.host import executable as elffile
+from qemu_vmcore.host.core import (
     NotRegularFileError,
     check_regular,
     open_core,
     open_regular,
     parse_nt_file,
 )
+from qemu_vmcore.host.coredump import CoredumpError, Entry
+from qemu_vmcore.layouts import elf as E
 
 #: A subprocess that takes longer than this has blocked (each needs < 2 s).
 TIMEOUT = 30
@@ -328,8 +329,9 @@ def test_open_regular_refuses_without_opening(tmp_path, kind):
     proc = _in_subprocess(
         """
         import sys
-        from qemu_vmcore.hostcore import open_regular, check_regular, NotRegularFileError
-        from qemu_vmcore import compressed, elffile
+        from qemu_vmcore.host.core import open_regular, check_regular, NotRegularFileError
+        from qemu_vmcore.host import compressed
+        from qemu_vmcore.host import executable as elffile
         for f in (open_regular, check_regular, elffile.read_build_id):
             try:
                 f(sys.argv[1])
@@ -363,7 +365,7 @@ def test_core_that_is_a_fifo_names_it(tmp_path):
     proc = _in_subprocess(
         """
         import sys
-        from qemu_vmcore.hostcore import open_core
+        from qemu_vmcore.host.core import open_core
         from qemu_vmcore.errors import CoreFileError
         try:
             open_core(sys.argv[1])

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from kdump_reader import Kdump, unflatten
 from synth import PAGE
 
-from qemu_vmcore import elfdefs as E
-from qemu_vmcore import kdumpdefs as K
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import Search, VmcoreInfo, parse_text
-from qemu_vmcore.hostcore import open_core
+from qemu_vmcore.host.core import open_core
+from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.layouts import kdump as K
 from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import QemuStateError
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange, join_sections
 from qemu_vmcore.qemu.x86 import dump_arch
 

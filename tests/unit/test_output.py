@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qemu_vmcore.errors import OutputError
-from qemu_vmcore.output import MODE, atomic_output, check_target
+from qemu_vmcore.writers.output import MODE, atomic_output, check_target
 
 
 def entries(d):
@@ -312,7 +312,7 @@ def test_sigkill_leaves_nothing(tmp_path):
     """A writer killed mid-file leaves no file: it was never named."""
     code = (
         "import os, sys; from pathlib import Path;"
-        "from qemu_vmcore.output import atomic_output\n"
+        "from qemu_vmcore.writers.output import atomic_output\n"
         "with atomic_output(Path(sys.argv[1]), force=False) as fd:\n"
         "    os.write(fd, b'x' * 65536); print('written', flush=True); sys.stdin.read()\n"
     )

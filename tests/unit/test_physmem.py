@@ -24,7 +24,7 @@ from qemu_vmcore.guest.physmem import (
     data_runs,
     run_copies,
 )
-from qemu_vmcore.hostcore import open_core
+from qemu_vmcore.host.core import open_core
 from qemu_vmcore.qemu.memory import GuestRange
 
 DATA, NOT_DUMPED, UNTOUCHED, UNMAPPED = (

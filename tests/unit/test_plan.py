@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest.x86_mappings import Mapping
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, OptionError, parse_size, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.elf import ELF32, build_image

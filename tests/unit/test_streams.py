@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from vmcore_compare import compare_vmcores
 
-from qemu_vmcore import cli
+from qemu_vmcore.frontends import cli
 
 QV = f"{shlex.quote(sys.executable)} -m qemu_vmcore"
 CLOSED = (

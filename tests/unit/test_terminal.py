@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qemu_vmcore import cli, report
+from qemu_vmcore import report
+from qemu_vmcore.frontends import cli
 from qemu_vmcore.terminal import safe, safe_data
 
 ESC = "\x1b"

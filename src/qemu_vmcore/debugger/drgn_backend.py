@@ -18,7 +18,7 @@ import drgn
 
 from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import CoreFileError, DebugInfoError, QemuStateError, VmcoreError
-from qemu_vmcore.hostcore import HostCore, check_regular, open_regular
+from qemu_vmcore.host.core import HostCore, check_regular, open_regular
 
 T = TypeVar("T")
 
@@ -282,7 +282,7 @@ def _file_reader(path: Path, file_offset: int) -> Callable[[int, int, int, bool]
 
 def _check_given_file(path: Path, want: bytes | None) -> None:
     """Refuse an explicitly given file that is missing or not for this core."""
-    from qemu_vmcore.elffile import read_build_id
+    from qemu_vmcore.host.executable import read_build_id
 
     try:
         have = read_build_id(path)

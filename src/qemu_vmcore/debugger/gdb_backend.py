@@ -1,7 +1,7 @@
 """gdb backend: QEMU's structures read through gdb's Python API, inside gdb.
 
 This module imports ``gdb``, so it loads only in gdb's own Python (the
-``dump-guest-memory`` command, :mod:`qemu_vmcore.gdb.command`). gdb already
+``dump-guest-memory`` command, :mod:`qemu_vmcore.frontends.gdb.command`). gdb already
 has QEMU's executable and its core open; values come from ``gdb.Value``,
 types from ``gdb.lookup_type`` and raw bytes from the inferior's memory. gdb
 serves the executable's read-only sections (.rodata, which a default core
@@ -23,7 +23,7 @@ import gdb
 
 from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import DebugInfoError, QemuStateError
-from qemu_vmcore.hostcore import HostCore
+from qemu_vmcore.host.core import HostCore
 
 T = TypeVar("T")
 

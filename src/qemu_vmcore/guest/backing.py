@@ -20,7 +20,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from qemu_vmcore.hostcore import FileMapping
+from qemu_vmcore.host.core import FileMapping
 
 #: What the kernel appends to the NT_FILE path of a file that was unlinked.
 DELETED = " (deleted)"

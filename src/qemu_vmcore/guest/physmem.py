@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import MissingMemoryError, OutputError
+from qemu_vmcore.fileio import CHUNK, copy_in_kernel, copy_sparse
 from qemu_vmcore.guest.backing import BackingFiles, file_spans
-from qemu_vmcore.hostcore import ExtentKind, FileMapping, HostCore
+from qemu_vmcore.host.core import ExtentKind, FileMapping, HostCore
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.sparse import CHUNK, copy_in_kernel, copy_sparse
 
 Progress = Callable[[int], None]
 

@@ -27,10 +27,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError
 from qemu_vmcore.guest import x86_paging
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
+from qemu_vmcore.layouts import elf as E
 
 #: QEMU's MAX_GUEST_NOTE_SIZE, and our cap on any VMCOREINFO we read.
 MAX_NOTE_SIZE = 1 << 20

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 
 HF_LMA_MASK = 1 << 14  # target/i386/cpu.h: HF_LMA_SHIFT 14, long mode active

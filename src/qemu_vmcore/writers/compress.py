@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qemu_vmcore import kdumpdefs as K
 from qemu_vmcore.errors import VmcoreError
+from qemu_vmcore.layouts import kdump as K
 
 Compress = Callable[[bytes], bytes]
 

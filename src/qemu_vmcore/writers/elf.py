@@ -22,9 +22,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
 from qemu_vmcore.guest.x86_mappings import Mapping
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE_SIZE = 4096

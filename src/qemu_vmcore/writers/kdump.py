@@ -1,5 +1,5 @@
 """The kdump-compressed (diskdump) writer: what QMP ``dump-guest-memory``
-writes with the ``kdump-*`` formats, plus zstd (see :mod:`qemu_vmcore.kdumpdefs`).
+writes with the ``kdump-*`` formats, plus zstd (see :mod:`qemu_vmcore.layouts.kdump`).
 
 As QEMU's create_kdump_vmcore(): header version 6 and dump level 1; one bit
 per page frame up to ``max_mapnr`` (the end of the last guest range), set
@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from qemu_vmcore import elfdefs as E
-from qemu_vmcore import kdumpdefs as K
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
+from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.layouts import kdump as K
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.compress import Method, compressor
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qemu_vmcore import elfdefs as E
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.x86 import (
     R_CS,
     R_DS,

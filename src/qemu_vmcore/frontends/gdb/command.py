@@ -6,7 +6,7 @@ writes what ``qemu-vmcore extract`` writes, through the same
 :func:`qemu_vmcore.extract.extract`: gdb only reads QEMU's structures (the
 gdb backend); guest RAM is copied from the core file by the host-core layer.
 
-Runs in gdb's Python; loaded by :mod:`qemu_vmcore.gdb.dump_guest_memory`.
+Runs in gdb's Python; loaded by :mod:`qemu_vmcore.frontends.gdb.dump_guest_memory`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import gdb
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import VmcoreError
+from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.terminal import safe
 
 USAGE = (
@@ -137,7 +137,7 @@ def executable_given(core_path: str) -> Path | None:
     Loading a program under another path is naming it explicitly, as
     ``--qemu`` does on the command line (so a renamed QEMU is accepted).
     """
-    from qemu_vmcore.hostcore import open_core
+    from qemu_vmcore.host.core import open_core
 
     loaded = gdb.current_progspace().filename
     if not loaded:
@@ -231,8 +231,8 @@ def run(args: argparse.Namespace, warnings: list[str]):
     Warnings printed before the result are also appended to ``warnings``.
     """
     from qemu_vmcore.extract import extract
-    from qemu_vmcore.output import check_target
     from qemu_vmcore.source import open_qemu_core
+    from qemu_vmcore.writers.output import check_target
 
     arch = parse_arch(args.arch)
     output = Path(os.path.abspath(os.path.expanduser(args.file)))

@@ -275,7 +275,7 @@ def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
         if stdout_closed and _prints_results(args):
             raise _StdoutError(None)  # refuse before the slow part
         if args.command == "gdb-script":
-            from qemu_vmcore.gdb import script_path
+            from qemu_vmcore.frontends.gdb import script_path
 
             _print_result(f"{script_path()}\n")
             return 0
@@ -487,12 +487,13 @@ def _error(message: str, hint: str | None = None) -> None:
 @contextmanager
 def _core_file(args: argparse.Namespace) -> Iterator[Path]:
     """The core to read: given, or found by coredumpctl; decompressed if need be."""
-    from qemu_vmcore import compressed, report
+    from qemu_vmcore import report
+    from qemu_vmcore.host import compressed
 
     if (args.core is None) == (args.coredump is None):
         raise VmcoreError("name a core file, or --coredump MATCH (one of the two)")
     if args.coredump is not None:
-        from qemu_vmcore.coredump import find_core
+        from qemu_vmcore.host.coredump import find_core
 
         path = find_core(args.coredump)
     else:
@@ -576,13 +577,13 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from qemu_vmcore import report
     from qemu_vmcore.extract import extract
-    from qemu_vmcore.output import check_target
+    from qemu_vmcore.writers.output import check_target
 
     options = _dump_options(args)
     inputs = [args.core] if args.core is not None else []
     check_target(args.output, force=args.force, inputs=inputs)  # refuse before the slow part
     if args.backend == "gdb":
-        from qemu_vmcore.gdb.runner import extract_in_gdb
+        from qemu_vmcore.frontends.gdb.runner import extract_in_gdb
         from qemu_vmcore.plan import DumpOptions
 
         if options != DumpOptions(threads=options.threads):

@@ -43,8 +43,8 @@ def _qemu_vmcore_problem(exc):
 
 def _qemu_vmcore_load():
     """Import ``qemu_vmcore`` from the directory holding this script's package."""
-    here = os.path.dirname(os.path.realpath(__file__))  # .../qemu_vmcore/gdb
-    package_dir = os.path.dirname(here)  # .../qemu_vmcore
+    here = os.path.dirname(os.path.realpath(__file__))  # .../qemu_vmcore/frontends/gdb
+    package_dir = os.path.dirname(os.path.dirname(here))  # .../qemu_vmcore
     loaded = sys.modules.get("qemu_vmcore")
     if loaded is not None:
         where = os.path.dirname(os.path.realpath(loaded.__file__ or ""))
@@ -90,7 +90,7 @@ def _qemu_vmcore_main():
     else:
         try:
             _qemu_vmcore_load()
-            from qemu_vmcore.gdb.command import register
+            from qemu_vmcore.frontends.gdb.command import register
 
             register()
             return

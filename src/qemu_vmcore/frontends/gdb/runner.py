@@ -19,8 +19,8 @@ from pathlib import Path
 
 from qemu_vmcore import errors
 from qemu_vmcore.errors import VmcoreError
-from qemu_vmcore.gdb import script_path
-from qemu_vmcore.hostcore import check_regular, open_core
+from qemu_vmcore.frontends.gdb import script_path
+from qemu_vmcore.host.core import check_regular, open_core
 
 #: Settings before gdb loads anything: QEMU's symbols only (as the drgn
 #: backend loads), no pager, no questions.

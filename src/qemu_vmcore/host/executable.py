@@ -10,7 +10,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from qemu_vmcore.errors import DebugInfoError, VmcoreError
-from qemu_vmcore.hostcore import open_regular
+from qemu_vmcore.host.core import open_regular
 
 # QEMU prints "QEMU emulator version " QEMU_FULL_VERSION for -version; the
 # literal sits in .rodata, which a default core does not contain.

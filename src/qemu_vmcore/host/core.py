@@ -20,8 +20,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qemu_vmcore import elfdefs as E
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
+from qemu_vmcore.layouts import elf as E
 
 # Bounds on what we accept from the core's metadata: generous for any real
 # process, small enough that a corrupt header cannot make us allocate much.

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from qemu_vmcore.errors import CoreFileError, OutputError, VmcoreError
-from qemu_vmcore.hostcore import open_regular
-from qemu_vmcore.sparse import write_sparse
+from qemu_vmcore.fileio import write_sparse
+from qemu_vmcore.host.core import open_regular
 
 CHUNK = 1 << 20  # decompressed bytes per read
 
