@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "rig"))
-import rig  # noqa: E402
+sys.path.insert(0, str(HERE.parent / "tests"))  # the support package
+from support import rig  # noqa: E402
 
 PYTHON = sys.executable
 

@@ -3,7 +3,7 @@
 """Fuzz every parser of untrusted input with hypothesis, and count what happens.
 
 Each target draws inputs from a hypothesis strategy -- mostly mutations of a
-valid synthetic structure from ``tests/unit/synth.py`` and ``guestsynth.py``,
+valid synthetic structure from ``tests/support/synth.py`` and ``guestsynth.py``,
 since random bytes rarely get past a first check -- and runs one entry point
 on each, under a per-case time budget:
 
@@ -71,16 +71,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # The strategies and builders live with the unit tests (synth, guestsynth,
 # kdump_reader): share them rather than keep twins here.
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
+sys.path.insert(0, str(ROOT / "tests"))  # the support package
 sys.path.insert(0, str(ROOT / "src"))
 
-import guestsynth as G
-import synth
 from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from kdump_reader import Kdump, unflatten
+from support import guestsynth as G
+from support import synth
+from support.kdump_reader import Kdump, unflatten
 
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract, kernel_text_load, minimal_notes
@@ -1321,8 +1321,7 @@ class _StateCores:
     def __init__(self, scratch: Path) -> None:
         import subprocess
 
-        sys.path.insert(0, str(ROOT / "tests" / "rig"))
-        import rig
+        from support import rig
 
         self.copies: dict[str, Path] = {}
         self.qemu: dict[str, Path] = {}
@@ -1460,8 +1459,7 @@ def _state_cores(scratch: Path) -> _StateCores:
 
 
 def _state_available() -> str | None:
-    sys.path.insert(0, str(ROOT / "tests" / "rig"))
-    import rig
+    from support import rig
 
     for name, version in QEMU_STATE_CASES.items():
         if not (rig.case_dir(name) / "core").exists() or not rig.qemu_binary(version).exists():

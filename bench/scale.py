@@ -31,9 +31,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "rig"))
-import rig  # noqa: E402
+sys.path.insert(0, str(HERE.parent / "tests"))  # the support package
 from extract import cp_sparse, du, gdb_script, ours, run_timed  # noqa: E402
+from support import rig  # noqa: E402
 
 LARGE = "q10-q35-16g"
 SMALLEST = "q72-pc-512"

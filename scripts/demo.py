@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(TOP / "tests" / "rig"))
-import rig  # noqa: E402
+sys.path.insert(0, str(TOP / "tests"))  # the support package
+from support import rig  # noqa: E402
 
 QV = [str(TOP / ".venv" / "bin" / "qemu-vmcore")]
 

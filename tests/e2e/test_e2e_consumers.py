@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 
-import consumers
 import pytest
-import rig
-from conftest import run_cli
+from support import consumers, rig
+from support.runs import run_cli
 
 pytestmark = pytest.mark.rig
 

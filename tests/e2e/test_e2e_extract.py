@@ -6,9 +6,9 @@ import json
 import stat
 
 import pytest
-from conftest import run_cli
 from elftools.elf.elffile import ELFFile
-from vmcore_compare import compare_vmcores
+from support.runs import run_cli
+from support.vmcore_compare import compare_vmcores
 
 pytestmark = pytest.mark.rig
 

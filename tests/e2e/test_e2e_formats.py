@@ -13,13 +13,11 @@ import os
 import re
 import subprocess
 
-import consumers
-import kdumpfile_pages
 import pytest
-import rig
-from conftest import run_cli
 from elftools.elf.elffile import ELFFile
-from vmcore_compare import all_loads, compare_vmcores
+from support import consumers, kdumpfile_pages, rig
+from support.runs import run_cli
+from support.vmcore_compare import all_loads, compare_vmcores
 
 from qemu_vmcore.guest.x86_mappings import merge
 from qemu_vmcore.layouts import elf as E

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-import rig
-from conftest import assert_one_line_error, run_cli
+from support import rig
+from support.runs import assert_one_line_error, run_cli
 
 pytestmark = [
     pytest.mark.rig,

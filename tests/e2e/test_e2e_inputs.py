@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, compressed_core, run_cli
+from support.runs import assert_one_line_error, compressed_core, run_cli
 
 pytestmark = pytest.mark.rig
 

@@ -2,7 +2,7 @@
 
 Machine types, QEMU versions, vCPU counts, RAM above 4 GiB, pc-dimm (cold and
 hot-plugged), virtio-mem, memfd and file-backed RAM, a guest still in its
-firmware, and KVM where it works (see LAYOUT_CASES in tests/rig/rig.py).
+firmware, and KVM where it works (see LAYOUT_CASES in tests/support/rig.py).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_one_line_error, run_cli
 from elftools.elf.elffile import ELFFile
-from vmcore_compare import compare_vmcores
+from support.runs import assert_one_line_error, run_cli
+from support.vmcore_compare import compare_vmcores
 
 from qemu_vmcore.layouts import elf as E
 

@@ -18,12 +18,10 @@ import re
 import subprocess
 import sys
 
-import consumers
-import kdumpfile_pages
 import pytest
-import rig
-from conftest import run_cli
-from vmcore_compare import all_loads
+from support import consumers, kdumpfile_pages, rig
+from support.runs import run_cli
+from support.vmcore_compare import all_loads
 
 from qemu_vmcore.writers import compress
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
 from elftools.elf.elffile import ELFFile
+from support.runs import run_cli
 
 from qemu_vmcore.layouts import elf as E
 

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the support package
 
-import rig  # noqa: E402
+from support import rig
 
 
 def _mib(n: int | None) -> str:

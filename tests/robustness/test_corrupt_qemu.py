@@ -30,7 +30,7 @@ from pathlib import Path
 
 import drgn
 import pytest
-from conftest import assert_one_line_error
+from support.runs import assert_one_line_error
 
 from qemu_vmcore.host.core import ExtentKind, open_core
 from qemu_vmcore.qemu import versions

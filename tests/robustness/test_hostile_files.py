@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import rig
-from conftest import assert_one_line_error, bytes_being_written, compressed_core
+from support import rig
+from support.runs import assert_one_line_error, bytes_being_written, compressed_core
 
 from qemu_vmcore.host.core import open_core
 from qemu_vmcore.layouts import elf as E

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 
-import consumers
 import pytest
-from conftest import run_cli
 from elftools.elf.elffile import ELFFile
+from support import consumers
+from support.runs import run_cli
 
 from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.layouts import elf as E

@@ -29,17 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import rig
-import synth
-from conftest import (
+from elftools.elf.elffile import ELFFile
+from support import rig, synth
+from support.runs import (
     assert_one_line_error,
     bytes_being_written,
     compressed_core,
     run_cli,
     sparse_copy,
 )
-from elftools.elf.elffile import ELFFile
-from vmcore_compare import compare_vmcores
+from support.vmcore_compare import compare_vmcores
 
 pytestmark = pytest.mark.rig
 

@@ -7,8 +7,8 @@ import os
 from dataclasses import replace
 
 import pytest
-import synth
-from synth import HI_DUMPED, HI_HVA, PAGE
+from support import synth
+from support.synth import HI_DUMPED, HI_HVA, PAGE
 
 from qemu_vmcore.extract import describe_missing, extract, missing_hint
 from qemu_vmcore.guest import backing

@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 
 import pytest
-import synth
-from conftest import assert_one_line_error, run_cli
-from synth import PAGE, FileEntry, Load
+from support import synth
+from support.runs import assert_one_line_error, run_cli
+from support.synth import PAGE, FileEntry, Load
 
 from qemu_vmcore import __version__
 from qemu_vmcore.frontends import cli

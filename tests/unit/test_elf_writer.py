@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-import synth
 from elftools.elf.elffile import ELFFile
-from synth import HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
+from support import synth
+from support.synth import HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
 
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.host.core import open_core

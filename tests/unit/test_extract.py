@@ -7,9 +7,9 @@ import stat
 from dataclasses import replace
 
 import pytest
-import synth
 from elftools.elf.elffile import ELFFile
-from synth import G4, HI_DUMPED, HI_SIZE, PAGE, R0, R1, R2, R3
+from support import synth
+from support.synth import G4, HI_DUMPED, HI_SIZE, PAGE, R0, R1, R2, R3
 
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
 from qemu_vmcore.extract import describe_missing, extract, kernel_text_load, minimal_notes

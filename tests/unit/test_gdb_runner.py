@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import synth
-from conftest import assert_one_line_error, run_cli
+from support import synth
+from support.runs import assert_one_line_error, run_cli
 
 from qemu_vmcore import errors
 from qemu_vmcore.frontends.gdb import runner, script_path

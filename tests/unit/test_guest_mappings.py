@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from guestsynth import PAGE, U64, guest_ram, leaf_entries, put32, put64
-from guestsynth import vcpu_state as vcpu
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.guestsynth import PAGE, U64, guest_ram, leaf_entries, put32, put64
+from support.guestsynth import vcpu_state as vcpu
 
 from qemu_vmcore.guest import x86_mappings as M
 from qemu_vmcore.guest.x86_mappings import Mapping, PagingLimitError

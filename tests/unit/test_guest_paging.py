@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from guestsynth import PAGE, guest_ram, pt_vaddrs, pt_writes, put64, random_ram, reference_walk, va
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.guestsynth import (
+    PAGE,
+    guest_ram,
+    pt_vaddrs,
+    pt_writes,
+    put64,
+    random_ram,
+    reference_walk,
+    va,
+)
 
 from qemu_vmcore.errors import MissingMemoryError
 from qemu_vmcore.guest.x86_paging import translate

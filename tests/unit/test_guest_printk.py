@@ -14,7 +14,9 @@ import re
 import time
 
 import pytest
-from guestsynth import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.guestsynth import (
     COMMITTED,
     COUNT,
     COUNT_BITS,
@@ -43,12 +45,10 @@ from guestsynth import (
     ring_mutation,
     standard_ring,
 )
-from guestsynth import RING_PHYS_BASE as PHYS_BASE
-from guestsynth import UNMAPPED_KVA as UNMAPPED
-from guestsynth import printk_vmcoreinfo as vmcoreinfo
-from guestsynth import ring_pa as pa
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from support.guestsynth import RING_PHYS_BASE as PHYS_BASE
+from support.guestsynth import UNMAPPED_KVA as UNMAPPED
+from support.guestsynth import printk_vmcoreinfo as vmcoreinfo
+from support.guestsynth import ring_pa as pa
 
 from qemu_vmcore.errors import MissingMemoryError, VmcoreError
 from qemu_vmcore.guest.printk import (

@@ -12,7 +12,9 @@ import struct
 import time
 
 import pytest
-from guestsynth import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.guestsynth import (
     FAKE_RELEASE,
     KERNEL_NOTE,
     KERNEL_TEXT,
@@ -34,11 +36,9 @@ from guestsynth import (
     vmcoreinfo_note,
     vmcoreinfo_text,
 )
-from guestsynth import KERNEL_PHYS_BASE as PHYS_BASE
-from guestsynth import KERNEL_RAM_PAGES as RAM_PAGES
-from guestsynth import note_descs as descs
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from support.guestsynth import KERNEL_PHYS_BASE as PHYS_BASE
+from support.guestsynth import KERNEL_RAM_PAGES as RAM_PAGES
+from support.guestsynth import note_descs as descs
 
 from qemu_vmcore.guest import vmcoreinfo as V
 from qemu_vmcore.guest.vmcoreinfo import (

@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import synth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synth import BUILD_ID, EXE, EXE_BASE, LIBC, LIBC_BASE, PAGE, FileEntry, Load
+from support import synth
+from support.synth import BUILD_ID, EXE, EXE_BASE, LIBC, LIBC_BASE, PAGE, FileEntry, Load
 
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError
 from qemu_vmcore.host.core import (

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import drgn
 import pytest
-import synth
-from conftest import assert_one_line_error, run_cli
-from guestsynth import guest_ram
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synth import EXE, EXE_BASE, PAGE, FileEntry, Load
+from support import synth
+from support.guestsynth import guest_ram
+from support.runs import assert_one_line_error, run_cli
+from support.synth import EXE, EXE_BASE, PAGE, FileEntry, Load
 
 from qemu_vmcore.debugger import drgn_backend
 from qemu_vmcore.errors import CoreFileError, DebugInfoError

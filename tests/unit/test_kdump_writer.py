@@ -14,11 +14,11 @@ import zlib
 from dataclasses import replace
 
 import pytest
-import synth
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kdump_reader import Kdump, unflatten
-from synth import PAGE
+from support import synth
+from support.kdump_reader import Kdump, unflatten
+from support.synth import PAGE
 
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract

@@ -8,10 +8,10 @@ import tempfile
 from dataclasses import replace
 
 import pytest
-import synth
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synth import G4, HI_DUMPED, HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
+from support import synth
+from support.synth import G4, HI_DUMPED, HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
 
 from qemu_vmcore.errors import MissingMemoryError, OutputError
 from qemu_vmcore.guest import physmem

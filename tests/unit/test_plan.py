@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from support.runs import assert_one_line_error, run_cli
 
 from qemu_vmcore.guest.x86_mappings import Mapping
 from qemu_vmcore.layouts import elf as E

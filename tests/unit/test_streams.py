@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from vmcore_compare import compare_vmcores
+from support.vmcore_compare import compare_vmcores
 
 from qemu_vmcore.frontends import cli
 

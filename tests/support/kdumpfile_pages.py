@@ -7,7 +7,7 @@ from the venv: it runs this file). libkdumpfile reads ELF vmcores and raw
 kdump-compressed files; a flattened file must be reassembled first
 (``makedumpfile -R``).
 
-    /usr/bin/python3 tests/kdumpfile_pages.py REFERENCE FILE...
+    /usr/bin/python3 tests/support/kdumpfile_pages.py REFERENCE FILE...
 
 prints one JSON object per FILE: its format as libkdumpfile sees it, the
 number of pages in REFERENCE and in FILE, and the first few page frame

@@ -17,7 +17,7 @@ The guest's debug vmlinux (for crash and drgn) is ``vmlinux()``.
 
 Cases are cached in ``$RIG_CACHE/cases/<name>/``; ``ensure_case`` makes one
 only when it is missing or stale. Only the standard library is used, so that
-pytest tests can import this module after putting tests/rig on sys.path.
+Tests import it as ``support.rig``; its shell scripts stay in tests/rig.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ __all__ = [
     "qemu_argv",
 ]
 
-RIG_DIR = Path(__file__).resolve().parent
+RIG_DIR = Path(__file__).resolve().parent.parent / "rig"  # the shell scripts
 DEFAULT_CACHE = "/var/cache/qemu-vmcore-rig"
 # Bump when the way cases are made or what meta.json holds changes: cached
 # cases with another format are made again.

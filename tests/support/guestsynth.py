@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import synth
 from hypothesis import strategies as st
 
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
@@ -30,6 +29,7 @@ from qemu_vmcore.host.core import HostCore, open_core
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
+from support import synth
 
 PAGE = 4096
 RAM_HVA = 0x7F40_0000_0000
