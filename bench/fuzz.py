@@ -948,7 +948,7 @@ def guests(draw: st.DrawFn) -> GuestSpec:
 def _qemu_core(host, guest: GuestSpec, vcpus: list, info: VmcoreInfo | None) -> QemuCore:
     """What source.open_qemu_core() would build, from the synthetic core and the spec."""
     ranges = list(guest.ranges)
-    return QemuCore(
+    qc = QemuCore(
         host=host,
         dbg=None,
         ranges=ranges,
@@ -957,6 +957,8 @@ def _qemu_core(host, guest: GuestSpec, vcpus: list, info: VmcoreInfo | None) -> 
         executable=None,
         _vmcoreinfo=Search(info, "fuzz"),
     )
+    qc.accelerator = "tcg"  # no debugger to ask (a cached_property)
+    return qc
 
 
 def _vcpus(long_mode: bool | None, count: int) -> list:

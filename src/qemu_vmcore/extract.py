@@ -1,7 +1,9 @@
-"""Extraction: what goes into the vmcore, and writing it.
+"""Extraction in two steps: :func:`prepare` decides the vmcore, :func:`write` writes it.
 
-The plan is decided from the opened core (guest ranges, ELF class, notes)
-before any output exists, so every refusal happens before a byte is written.
+Everything is decided from the opened core (guest ranges, ELF class, notes,
+the layout, what is missing) before any output exists, so every refusal
+happens before a byte is written, and both front ends (the CLI and the gdb
+command) show the same warnings from the same :class:`Prepared` data.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# The gdb backend's batch run, for the CLI's ``extract --backend gdb``.
+from qemu_vmcore.debugger.gdb_batch import GdbExtract, extract_in_gdb, script_path  # noqa: F401
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.physmem import BackingUse, Piece, PieceKind, Progress
+from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind, Progress
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, select_ranges
@@ -21,6 +25,9 @@ from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers.elf import ELF32, ELF64, ElfImage, VirtualLoad, build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
 from qemu_vmcore.writers.output import atomic_output, check_target
+
+#: Refuse an output before the slow part (opening the core); prepare() checks again.
+check_output = check_target
 
 #: What the kernel's absence of bytes most likely means, for error messages.
 _CAUSES = {
@@ -59,6 +66,10 @@ class ExtractResult:
     #: Disagreements in QEMU's state accepted with ``--accept-inconsistent``
     #: (see qemu/crosscheck.py), one line each.
     inconsistencies: tuple[str, ...] = ()
+    #: ``tcg``, ``kvm``...: with an accelerator the registers may be stale.
+    accelerator: str = "tcg"
+    #: Whether the VMCOREINFO search stopped at its candidate limit.
+    vmcoreinfo_capped: bool = False
 
 
 def minimal_notes() -> bytes:
@@ -120,30 +131,61 @@ def missing_hint(missing: list[Piece], problems: dict[str, str]) -> str:
     return "--allow-missing writes zeros there instead"
 
 
-def extract(
+@dataclass
+class Prepared:
+    """A vmcore decided but not yet written: every check passed, nothing created.
+
+    Built by :func:`prepare`; :func:`write` writes it. Between the two, a
+    front end shows the warnings (:func:`qemu_vmcore.report.prepared_dict`
+    and :func:`qemu_vmcore.report.warning_lines`) and starts its progress
+    display for ``total`` bytes.
+
+    :param total: bytes of guest RAM the write goes through (progress units).
+    :param missing: guest pieces the core lacks, to be written as zeros.
+    :param backing: guest RAM that will be read from backing files.
+    """
+
+    qc: QemuCore
+    output: Path
+    force: bool
+    options: DumpOptions
+    ranges: list[GuestRange]
+    memory: GuestPhysicalMemory
+    missing: list[Piece]
+    backing: tuple[BackingUse, ...]
+    vmcoreinfo: VmcoreInfo | None
+    #: Whether the VMCOREINFO search stopped at its candidate limit.
+    vmcoreinfo_capped: bool
+    total: int
+    image: ElfImage | None = None
+    kdump: tuple | None = None  # (layout, method) for the kdump formats
+
+    @property
+    def accelerator(self) -> str:
+        return self.qc.accelerator
+
+
+def prepare(
     qc: QemuCore,
     output: Path,
     *,
     force: bool = False,
     allow_missing: bool = False,
     vmcoreinfo: bool = True,
-    progress: Progress = lambda n: None,
     options: DumpOptions | None = None,
-) -> ExtractResult:
-    """Write the vmcore of ``qc``'s guest to ``output`` (ELF unless ``options`` say otherwise).
+) -> Prepared:
+    """Decide the vmcore of ``qc``'s guest, making every check once; write nothing.
 
     :param vmcoreinfo: add the guest's VMCOREINFO note (and a kernel-text
         PT_LOAD) when one is found; False skips the search.
     :param options: format, paging and begin/length (see :mod:`qemu_vmcore.plan`).
     :raises MissingMemoryError: guest RAM is absent from the core and
         ``allow_missing`` is false.
-    :raises OutputError: the output cannot be created or written.
+    :raises OutputError: ``output`` cannot be the vmcore (see ``check_target``).
     """
-    started = time.monotonic()
     options = options or DumpOptions()
     options.check()
-    inputs = (qc.host.path,)  # never replaced by the vmcore, even with force
-    check_target(output, force=force, inputs=inputs)
+    check_target(output, force=force, inputs=(qc.host.path,))
     ranges = select_ranges(qc.ranges, options)
     # A filter dumps parts of the ranges: the same core, seen through clipped ranges.
     memory = qc.memory if ranges is qc.ranges else qc.memory.with_ranges(ranges)
@@ -163,36 +205,85 @@ def extract(
             hint=missing_hint(missing, memory.backing_problems),
             missing=missing,
         )
-    elfclass, machine = qc.elf_arch()
+    elfclass, _ = qc.elf_arch()
     notes = vcpu_notes(qc.vcpus, elfclass=elfclass)
-    info = qc.vmcoreinfo().chosen if vmcoreinfo else None
+    search = qc.vmcoreinfo() if vmcoreinfo else None
+    info = search.chosen if search is not None else None
     if info is not None:
         notes += info.note
+    prepared = Prepared(
+        qc=qc,
+        output=output,
+        force=force,
+        options=options,
+        ranges=ranges,
+        memory=memory,
+        missing=missing,
+        backing=tuple(memory.backing_uses()),
+        vmcoreinfo=info,
+        vmcoreinfo_capped=bool(search and search.capped),
+        total=sum(r.size for r in ranges),
+    )
     if options.kdump:
+        prepared.kdump = kdump_layout(qc, ranges, notes, info, elfclass, options)
+    else:
+        prepared.image = elf_image(qc, ranges, notes, info, options)
+    return prepared
+
+
+def write(prepared: Prepared, progress: Progress = lambda n: None) -> ExtractResult:
+    """Write what :func:`prepare` decided; the file appears whole, or not at all.
+
+    :param progress: called with each number of guest bytes dealt with
+        (``prepared.total`` in all).
+    :raises OutputError: the output cannot be created or written.
+    """
+    started = time.monotonic()
+    p, qc = prepared, prepared.qc
+    inputs = (qc.host.path,)  # never replaced by the vmcore, even with force
+    if p.kdump is not None:
         from qemu_vmcore.writers import kdump
 
-        layout, method = kdump_layout(qc, ranges, notes, info, elfclass, options)
-        with atomic_output(output, force=force, inputs=inputs) as fd:
-            kdump.write_kdump(fd, layout, memory, method, flattened=options.flattened,
-                              threads=options.thread_count(), progress=progress)  # fmt: skip
+        layout, method = p.kdump
+        with atomic_output(p.output, force=p.force, inputs=inputs) as fd:
+            kdump.write_kdump(fd, layout, p.memory, method, flattened=p.options.flattened,
+                              threads=p.options.thread_count(), progress=progress)  # fmt: skip
             file_size = os.fstat(fd).st_size
     else:
-        image = elf_image(qc, ranges, notes, info, options)
-        with atomic_output(output, force=force, inputs=inputs) as fd:
-            write_elf(fd, image, memory, progress)
-        file_size = image.file_size
+        assert p.image is not None
+        with atomic_output(p.output, force=p.force, inputs=inputs) as fd:
+            write_elf(fd, p.image, p.memory, progress)
+        file_size = p.image.file_size
     return ExtractResult(
-        output=output,
+        output=p.output,
         file_size=file_size,
-        ram_bytes=sum(r.size for r in ranges),
-        ranges=len(ranges),
-        missing=missing,
+        ram_bytes=p.total,
+        ranges=len(p.ranges),
+        missing=p.missing,
         seconds=time.monotonic() - started,
-        vmcoreinfo=info,
-        format=options.format,
-        backing=tuple(memory.backing_uses()),
-        inconsistencies=tuple(p.message for p in qc.inconsistencies),
+        vmcoreinfo=p.vmcoreinfo,
+        format=p.options.format,
+        backing=p.backing,
+        inconsistencies=tuple(i.message for i in qc.inconsistencies),
+        accelerator=qc.accelerator,
+        vmcoreinfo_capped=p.vmcoreinfo_capped,
     )
+
+
+def extract(
+    qc: QemuCore,
+    output: Path,
+    *,
+    force: bool = False,
+    allow_missing: bool = False,
+    vmcoreinfo: bool = True,
+    progress: Progress = lambda n: None,
+    options: DumpOptions | None = None,
+) -> ExtractResult:
+    """:func:`prepare` and :func:`write` in one: the vmcore of ``qc``'s guest at ``output``."""
+    prepared = prepare(qc, output, force=force, allow_missing=allow_missing,
+                       vmcoreinfo=vmcoreinfo, options=options)  # fmt: skip
+    return write(prepared, progress)
 
 
 def elf_image(

@@ -139,3 +139,50 @@ def select_ranges(ranges: list[GuestRange], options: DumpOptions) -> list[GuestR
     if not out:
         raise OptionError(f"no guest RAM in [{begin:#x}, {end:#x}): nothing to dump")
     return out
+
+
+# -- ARCH, as QEMU's gdb script (scripts/dump-guest-memory.py) names it ------------
+
+#: ARCH as QEMU's script spells it -> e_machine, for the guests we dump.
+GDB_ARCHES = {"X86_64": 62, "386": 3}  # EM_X86_64, EM_386
+#: Spellings accepted for them besides QEMU's own.
+GDB_ARCH_ALIASES = {"x86_64": "X86_64", "x86-64": "X86_64", "i386": "386"}
+#: The other ARCH values QEMU's script knows (not x86, so never ours).
+OTHER_QEMU_ARCHES = ("aarch64-be", "aarch64-le", "s390", "ppc64-be", "ppc64-le")
+
+
+def parse_gdb_arch(arch: str | None) -> str | None:
+    """QEMU's ARCH name for an x86 guest, or None when not given.
+
+    :raises VmcoreError: an ARCH we do not dump, or one nobody knows.
+    """
+    if arch is None:
+        return None
+    name = arch if arch in GDB_ARCHES else GDB_ARCH_ALIASES.get(arch.lower())
+    if name is not None:
+        return name
+    if arch in OTHER_QEMU_ARCHES:
+        raise OptionError(
+            f"ARCH {arch} is not supported: qemu-vmcore dumps x86 guests only "
+            "(ARCH X86_64 or 386, or leave ARCH out)"
+        )
+    raise OptionError(
+        f"unknown ARCH {arch!r}: use X86_64 or 386, or leave ARCH out to take the guest's "
+        f"(QEMU's script also knows {', '.join(OTHER_QEMU_ARCHES)})"
+    )
+
+
+def check_gdb_arch(arch: str | None, machine: int) -> None:
+    """Refuse an ARCH that is not what QEMU's own dump of this guest would be.
+
+    :param machine: the e_machine the guest's dump has (``QemuCore.elf_arch()``).
+    """
+    if arch is None or GDB_ARCHES[arch] == machine:
+        return
+    right = next(name for name, m in GDB_ARCHES.items() if m == machine)
+    why = "in long mode" if machine == GDB_ARCHES["X86_64"] else "not in long mode"
+    raise OptionError(
+        f"ARCH {arch} does not match this guest: its first vCPU was {why}, so its "
+        f"dump is {right} (as QMP dump-guest-memory would write it)",
+        hint=f"pass {right}, or leave ARCH out",
+    )

@@ -1,4 +1,14 @@
-"""Rendering for the CLI: info as a dict (for --json) or a rich table, and progress."""
+"""The engine's words: results as data (the ``--json`` dicts), and the lines
+both front ends print from that data.
+
+Data first, formatting second (as drgn's helpers do): :func:`info_dict`,
+:func:`prepared_dict` and :func:`extract_dict` are plain JSON-able data;
+:func:`warning_lines`, :func:`summary_line` and :func:`error_report` turn
+that data into text, terminal-safe, in this one place. The CLI and the gdb
+command print these lines and nothing of their own making, so they say the
+same words; the gdb batch run (``extract --backend gdb``) hands its result
+to the CLI as the same ``extract_dict`` JSON.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +16,16 @@ import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
 
-from qemu_vmcore.extract import ExtractResult
-from qemu_vmcore.guest.physmem import BackingUse
+from qemu_vmcore.errors import VmcoreError
+from qemu_vmcore.extract import ExtractResult, Prepared
 from qemu_vmcore.qemu import memdevices
+from qemu_vmcore.qemu.crosscheck import Inconsistency
 from qemu_vmcore.qemu.memdevices import MemoryOwner
 from qemu_vmcore.source import QemuCore
+from qemu_vmcore.terminal import safe
 
 
 def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
@@ -74,15 +87,18 @@ def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
     }
 
 
-def backing_notes(uses: Iterable[BackingUse]) -> list[str]:
-    """One line per backing file guest RAM was read from."""
+def backing_lines(backing_files: list[dict]) -> list[str]:
+    """One note per backing file guest RAM was read from (``backing_files`` data)."""
     lines = []
-    for use in uses:
-        spans = ", ".join(f"{p.gpa:#x}-{p.end:#x}" for p in use.pieces[:4])
-        more = f" and {len(use.pieces) - 4} more" if len(use.pieces) > 4 else ""
+    for use in backing_files:
+        ranges = use["ranges"]
+        spans = ", ".join(f"{r['gpa']:#x}-{r['end']:#x}" for r in ranges[:4])
+        more = f" and {len(ranges) - 4} more" if len(ranges) > 4 else ""
         lines.append(
-            f"note: guest RAM {spans}{more} ({_mib(use.size)}) read from its backing file "
-            f"{use.path}: shared file-backed RAM is not in the core"
+            safe(
+                f"note: guest RAM {spans}{more} ({_mib(use['size'])}) read from its backing "
+                f"file {use['path']}: shared file-backed RAM is not in the core"
+            )
         )
     return lines
 
@@ -101,7 +117,39 @@ def _vmcoreinfo_dict(qc: QemuCore) -> dict:
     }
 
 
+def vmcoreinfo_used(info, capped: bool = False) -> dict | None:
+    """The VMCOREINFO a vmcore carries, as data (None: none found or not looked for)."""
+    if info is None:
+        return None
+    return {"source": info.source, "gpa": info.gpa, "osrelease": info.osrelease,
+            "verified": info.verified, "capped": capped}  # fmt: skip
+
+
+def _pieces(pieces) -> list[dict]:
+    return [{"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value} for p in pieces]
+
+
+def _backing(uses) -> list[dict]:
+    return [
+        {"path": u.path, "size": u.size, "ranges": [{"gpa": p.gpa, "end": p.end} for p in u.pieces]}
+        for u in uses
+    ]
+
+
+def prepared_dict(prepared: Prepared) -> dict:
+    """What a prepared vmcore will hold that deserves a word before it is written."""
+    return {
+        "inconsistencies": [i.message for i in prepared.qc.inconsistencies],
+        "accelerator": prepared.accelerator,
+        "missing": _pieces(prepared.missing),
+        "backing_files": _backing(prepared.backing),
+        "vmcoreinfo": vmcoreinfo_used(prepared.vmcoreinfo, prepared.vmcoreinfo_capped),
+    }
+
+
 def extract_dict(result: ExtractResult) -> dict:
+    """What ``extract`` wrote, as data: the ``--json`` result, and what the gdb
+    batch run hands back to the CLI."""
     return {
         "output": os.fspath(result.output),
         "format": result.format,
@@ -109,20 +157,127 @@ def extract_dict(result: ExtractResult) -> dict:
         "ram_bytes": result.ram_bytes,
         "ranges": result.ranges,
         "seconds": round(result.seconds, 3),
-        "inconsistencies": list(getattr(result, "inconsistencies", ())),
-        "missing": [
-            {"gpa": p.gpa, "end": p.end, "size": p.size, "why": p.kind.value}
-            for p in result.missing
-        ],
-        "backing_files": [
-            {
-                "path": use.path,
-                "size": use.size,
-                "ranges": [{"gpa": p.gpa, "end": p.end} for p in use.pieces],
-            }
-            for use in getattr(result, "backing", ())
-        ],
+        "inconsistencies": list(result.inconsistencies),
+        "accelerator": result.accelerator,
+        "missing": _pieces(result.missing),
+        "backing_files": _backing(result.backing),
+        "vmcoreinfo": vmcoreinfo_used(result.vmcoreinfo, result.vmcoreinfo_capped),
     }
+
+
+def inconsistency_lines(messages: Iterable[str]) -> list[str]:
+    """One warning per disagreement accepted with ``--accept-inconsistent``."""
+    return [safe(f"warning: {Inconsistency(m)}") for m in messages]
+
+
+def unverified_line(vmcoreinfo: dict | None) -> str | None:
+    """The warning for a VMCOREINFO the kernel's memory does not confirm, if it is one.
+
+    The RAM scan falls back to such a note when none verifies (see
+    guest/vmcoreinfo.py): better than none for an old kernel, but guest user
+    space can plant one, so the user must know.
+    """
+    v = vmcoreinfo
+    if v is None or v["verified"]:
+        return None
+    return safe(
+        f"warning: the VMCOREINFO used (from {v['source']} at {v['gpa']:#x}, OSRELEASE "
+        f"{v['osrelease'] or ''}) is not confirmed by the kernel's init_uts_ns; guest "
+        "user space can plant such notes"
+        + ("; the scan stopped at its candidate limit" if v["capped"] else "")
+    )
+
+
+def warning_lines(data: dict) -> list[str]:
+    """Every warning and note about a vmcore, from :func:`prepared_dict` or
+    :func:`extract_dict` data; terminal-safe."""
+    lines = inconsistency_lines(data["inconsistencies"])
+    if data["accelerator"] != "tcg":
+        lines.append(
+            f"warning: QEMU ran with {safe(data['accelerator'])}: the vCPU registers are the "
+            "last state QEMU synced from the accelerator and may be stale"
+        )
+    for m in data["missing"]:
+        lines.append(
+            f"warning: guest {m['gpa']:#x}-{m['end']:#x} not in the core ({m['why']}); "
+            "written as zeros"
+        )
+    lines += backing_lines(data["backing_files"])
+    unverified = unverified_line(data["vmcoreinfo"])
+    if unverified:
+        lines.append(unverified)
+    return lines
+
+
+def summary_line(data: dict) -> str:
+    """``wrote OUT: N ranges, B bytes of guest RAM in S s``, from :func:`extract_dict`."""
+    fmt = "" if data["format"] == "elf" else f" ({data['format']}, {data['file_size']:,} bytes)"
+    return safe(
+        f"wrote {data['output']}{fmt}: {data['ranges']} ranges, "
+        f"{data['ram_bytes']:,} bytes of guest RAM in {data['seconds']:.2f} s"
+    )
+
+
+def error_report(e: BaseException, *, output: Path | None = None) -> tuple[str, int]:
+    """The one line (without ``error:``) and the exit status for an error.
+
+    :param output: the vmcore being written: an OSError about it (or its
+        directory, or a temporary name beside it) has exit status 3, any
+        other OSError 2.
+    """
+    if isinstance(e, VmcoreError):
+        line = safe(e.message) + (f" (hint: {safe(e.hint)})" if e.hint else "")
+        return line, e.exit_code
+    if isinstance(e, OSError):
+        where = ""
+        if e.filename is not None:
+            where = os.fsdecode(e.filename)
+            if e.filename2 is not None:
+                where += f" -> {os.fsdecode(e.filename2)}"
+            where += ": "
+        return safe(f"{where}{e.strerror or e}"), _os_error_status(e, output)
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted; no output written", 130
+    return (
+        safe(f"internal error: {type(e).__name__}: {e}")
+        + " (hint: run with --debug for a traceback)",
+        2,
+    )
+
+
+def _os_error_status(e: OSError, output: Path | None) -> int:
+    """3 when the error is about the output (its path or its directory), else 2 (input)."""
+    if output is None or e.filename is None:
+        return 2
+    try:
+        where = Path(os.fsdecode(e.filename)).absolute()
+    except (TypeError, ValueError):
+        return 2
+    out = Path(output).absolute()
+    if where in (out, out.parent) or where.parent == out.parent and where.name.startswith("."):
+        return 3
+    return 2
+
+
+def ram_table_lines(qc: QemuCore) -> list[str]:
+    """The guest RAM table as QEMU's gdb script prints it, one line per RAM FlatRange.
+
+    ``message`` says whether the range started a block of the dump (``added``)
+    or was joined to the one before; ``count`` is the number of blocks so far.
+    """
+    from qemu_vmcore.qemu import memory
+
+    lines = [
+        "guest RAM blocks:",
+        "target_start     target_end       host_addr        message count",
+        "---------------- ---------------- ---------------- ------- -----",
+    ]
+    starts = [r.gpa for r in qc.ranges]
+    for s in memory.flat_ram_sections(qc.dbg):
+        count = sum(1 for gpa in starts if gpa <= s.gpa)
+        message = "added" if s.gpa in starts else "joined"
+        lines.append(f"{s.gpa:016x} {s.gpa + s.size:016x} {s.hva:016x} {message:<7} {count:5d}")
+    return lines
 
 
 def _mib(n: int) -> str:

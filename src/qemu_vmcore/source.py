@@ -7,6 +7,8 @@ guest/physmem. Everything above (plans, writers, the CLI) starts here.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +56,22 @@ class QemuCore:
                 self.memory, self.host.fd, device, state, x86.page_roots(self.vcpus)
             )
         return self._vmcoreinfo
+
+    def dmesg(self) -> Iterator[bytes]:
+        """The guest kernel's log, one record per line as vmcore-dmesg prints it.
+
+        :raises VmcoreError: no VMCOREINFO (the log cannot be located), or a
+            log ring that does not hold together.
+        """
+        from qemu_vmcore.guest import printk
+
+        search = self.vmcoreinfo()
+        if search.chosen is None:
+            raise VmcoreError(
+                f"no VMCOREINFO found in guest RAM ({search.device_state}); "
+                "the guest kernel's log cannot be located"
+            )
+        return printk.records(self.memory, search.chosen)
 
     @cached_property
     def machine(self) -> str:
@@ -120,7 +138,110 @@ def open_qemu_core(
         that still allow a vmcore are kept in ``inconsistencies`` instead.
     :raises VmcoreError: (a subclass) for every problem with the input.
     """
-    host = open_core(path)
+    return _open_host(open_core(path), qemu=qemu, debug_file=debug_file, backend=backend,
+                      backing_files=backing_files, strict=strict)  # fmt: skip
+
+
+def open_qemu_core_in_gdb(
+    core_path: str | None = None, *, backing_files: bool = True, strict: bool = True
+) -> QemuCore:
+    """Open the QEMU core that the gdb we run in has open (the gdb command's source).
+
+    The core is opened once, here: the executable gdb loaded is compared
+    with the one the core names on that same parse. A program gdb loaded
+    under another path counts as named explicitly, as ``--qemu`` does on the
+    command line (so a renamed QEMU is accepted).
+
+    :raises VmcoreError: gdb is attached to a live process, has no core, or
+        the core is not a readable QEMU core.
+    """
+    import gdb
+
+    host = open_core(core_path or core_in_gdb())
+    loaded = gdb.current_progspace().filename
+    given = None
+    if loaded and not (
+        host.executable is not None
+        and os.path.realpath(host.executable) == os.path.realpath(loaded)
+    ):
+        given = Path(loaded)
+    return _open_host(host, qemu=given, debug_file=None, backend="gdb",
+                      backing_files=backing_files, strict=strict)  # fmt: skip
+
+
+def core_in_gdb() -> str:
+    """The path of the QEMU core gdb has open.
+
+    :raises VmcoreError: gdb is attached to a live process, or has no core.
+    """
+    from qemu_vmcore.debugger.gdb_backend import core_file_path, target_kind
+
+    kind, pid = target_kind()
+    path = core_file_path() if kind in ("core", "unknown") else None
+    if path is None and (kind == "native" or (kind not in ("core", "none") and pid)):
+        raise VmcoreError(
+            f"gdb is attached to a live process (pid {pid}); this command reads a QEMU core",
+            hint="on a live QEMU use QMP/HMP dump-guest-memory; or write a core with "
+            "`gcore FILE`, then run this command in `gdb QEMU FILE`",
+            pid=pid,
+        )
+    if path is None:
+        what = "no core file" if kind in ("none", "core", "unknown") else f"gdb's target is {kind}"
+        raise VmcoreError(
+            f"{what}: open the QEMU core first",
+            hint="gdb qemu-system-x86_64 CORE, or `core-file CORE` at the (gdb) prompt",
+        )
+    return path
+
+
+@contextmanager
+def core_file(
+    path: Path | None,
+    *,
+    coredump: str | None = None,
+    tmpdir: Path | None = None,
+    progress: Callable[[int, str], AbstractContextManager[Callable[[int], None]]] | None = None,
+) -> Iterator[Path]:
+    """The core to read: ``path``, or the one coredumpctl finds for ``coredump``;
+    a compressed core is decompressed (into an unnamed file in ``tmpdir``) for
+    as long as the context lasts.
+
+    :param progress: ``progress(total_bytes, label)`` gives a context yielding
+        ``advance(nbytes)``, for the decompression (a progress bar).
+    """
+    from qemu_vmcore.host import compressed
+
+    if (path is None) == (coredump is None):
+        raise VmcoreError("name a core file, or --coredump MATCH (one of the two)")
+    if coredump is not None:
+        from qemu_vmcore.host.coredump import find_core
+
+        path = find_core(coredump)
+    assert path is not None
+    fmt = compressed.detect(path)
+    if fmt is None:
+        yield path
+        return
+    with ExitStack() as stack:
+        size = path.stat().st_size
+        bar = progress(size, "decompressing") if progress else nullcontext(lambda n: None)
+        with bar as advance:
+            plain = stack.enter_context(
+                compressed.decompressed(path, fmt, tmpdir=tmpdir, progress=advance)
+            )
+        yield plain
+
+
+def _open_host(
+    host: HostCore,
+    *,
+    qemu: Path | None,
+    debug_file: Path | None,
+    backend: str,
+    backing_files: bool,
+    strict: bool,
+) -> QemuCore:
+    """:func:`_open` on an opened host core, which it closes on failure."""
     try:
         return _open(
             host,

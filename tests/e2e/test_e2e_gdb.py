@@ -370,3 +370,26 @@ def test_live_process_is_refused(live_qemu, script, tmp_path):
     )
     assert list(out.parent.iterdir()) == []
     os.kill(live_qemu, 0)  # still alive: gdb detached and left QEMU running
+
+
+def test_escapes_in_paths_print_escaped_from_both_front_ends(rig_case, script, tmp_path):
+    """The summary and the error lines come from one place (report.py) and are
+    terminal-safe there: an output path holding an escape sequence reaches
+    neither gdb's terminal nor the CLI's stderr raw."""
+    case = rig_case("q72-pc-512")
+    out = tmp_path / "v\x1b[31m"
+    shown = f"{tmp_path}/v\\x1b[31m"
+    proc = run_gdb(f"source {script}", f"dump-guest-memory {out}", target=on_core(case))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr
+    assert f"wrote {shown}: " in proc.stdout
+    proc = run_gdb(f"source {script}", f"dump-guest-memory {out}", target=on_core(case))
+    line = assert_one_command_error(proc, shown, "already exists")
+    assert "\x1b" not in line
+    out.unlink()
+    cli = run_cli("extract", case.core, "-o", out)
+    assert cli.returncode == 0 and "\x1b" not in cli.stderr
+    assert f"wrote {shown}: " in cli.stderr
+    cli = run_cli("extract", case.core, "-o", out)
+    assert_one_line_error(cli, shown, "already exists")
+    assert "\x1b" not in cli.stderr

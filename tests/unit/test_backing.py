@@ -16,7 +16,7 @@ from qemu_vmcore.guest.backing import BackingFiles, FileSpan, file_spans, open_b
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, PieceKind
 from qemu_vmcore.host.core import FileMapping, open_core
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.report import backing_notes
+from qemu_vmcore.report import backing_lines, extract_dict
 
 G4 = 1 << 32
 HI_SIZE = 2 * HI_DUMPED * PAGE
@@ -126,7 +126,7 @@ def test_extract_writes_backing_file_bytes(shared_core, tmp_path):
     assert [u.path for u in result.backing] == [str(path)]
     data = (tmp_path / "vmcore").read_bytes()
     assert data[-HI_SIZE:] == expected
-    (line,) = backing_notes(result.backing)
+    (line,) = backing_lines(extract_dict(result)["backing_files"])
     assert line.startswith(f"note: guest RAM {NOT_DUMPED_GPA:#x}-{G4 + HI_SIZE:#x} ")
     assert str(path) in line
 

@@ -190,20 +190,18 @@ def test_main_debug_raises(tmp_path, keep_signals):
         cli.main(["info", "--debug", str(tmp_path / "missing")])
 
 
-def test_an_unverified_vmcoreinfo_is_warned_about(capsys):
+def test_an_unverified_vmcoreinfo_is_warned_about():
     """A note the kernel's memory does not confirm (say, one of a flood of
     planted fakes past the scan's cap) is used only with a warning."""
-    from qemu_vmcore.guest.vmcoreinfo import Search, VmcoreInfo
+    from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
+    from qemu_vmcore.report import unverified_line, vmcoreinfo_used
 
     fake = VmcoreInfo(b"", 0x1000, "guest RAM scan", fields={"OSRELEASE": "6.6.6\x1b[2J"})
-    cli._warn_if_unverified(Search(fake, "no vmcoreinfo device", 4097, capped=True))
-    err = capsys.readouterr().err
-    assert err == (
+    assert unverified_line(vmcoreinfo_used(fake, capped=True)) == (
         "warning: the VMCOREINFO used (from guest RAM scan at 0x1000, OSRELEASE 6.6.6\\x1b[2J) "
         "is not confirmed by the kernel's init_uts_ns; guest user space can plant such notes; "
-        "the scan stopped at its candidate limit\n"
+        "the scan stopped at its candidate limit"
     )
     verified = VmcoreInfo(b"", 0x1000, "guest RAM scan", verified=True, fields=fake.fields)
-    cli._warn_if_unverified(Search(verified, "no vmcoreinfo device"))
-    cli._warn_if_unverified(Search(None, "no vmcoreinfo device"))
-    assert capsys.readouterr().err == ""
+    assert unverified_line(vmcoreinfo_used(verified)) is None
+    assert unverified_line(vmcoreinfo_used(None)) is None

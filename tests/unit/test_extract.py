@@ -32,7 +32,7 @@ def fake_vcpu(long_mode: bool) -> X86State:
 
 def open_fake(path, ranges, *, long_mode=True):
     host = open_core(path)
-    return QemuCore(
+    qc = QemuCore(
         host=host,
         dbg=None,
         ranges=list(ranges),
@@ -41,6 +41,8 @@ def open_fake(path, ranges, *, long_mode=True):
         executable=None,
         _vmcoreinfo=Search(None, "no vmcoreinfo device"),  # no debugger to ask
     )
+    qc.accelerator = "tcg"  # no debugger to ask (a cached_property)
+    return qc
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def expected_pages(lo: bytes, hi: bytes, ranges=RANGES) -> dict[int, bytes]:
 
 def open_fake(path, ranges=RANGES, info=None, ncpus=2, long_mode=True):
     host = open_core(path)
-    return QemuCore(
+    qc = QemuCore(
         host=host,
         dbg=None,
         ranges=list(ranges),
@@ -109,6 +109,8 @@ def open_fake(path, ranges=RANGES, info=None, ncpus=2, long_mode=True):
         executable=None,
         _vmcoreinfo=Search(info, "test"),
     )
+    qc.accelerator = "tcg"  # no debugger to ask (a cached_property)
+    return qc
 
 
 def vmcoreinfo() -> VmcoreInfo:

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qemu_vmcore import report
-from qemu_vmcore.frontends import cli
 from qemu_vmcore.terminal import safe, safe_data
 
 ESC = "\x1b"
@@ -93,8 +92,36 @@ def test_info_escapes_guest_text_and_ignores_markup(capsys):
     assert "/tmp/\\x1b[31mf\\x0ax" in out
 
 
-def test_an_error_message_stays_one_line(capsys):
-    cli._error("bad RAMBlock name 'a\nerror: fake\x1b[2J'", hint="x\ny")
-    err = capsys.readouterr().err
+def test_an_error_message_stays_one_line():
+    from qemu_vmcore.errors import VmcoreError
+    from qemu_vmcore.report import error_report
+
+    line, _ = error_report(VmcoreError("bad RAMBlock name 'a\nerror: fake\x1b[2J'", hint="x\ny"))
+    err = f"error: {line}\n"
     assert err.count("\n") == 1 and ESC not in err
     assert err.startswith("error: bad RAMBlock name 'a\\x0aerror: fake\\x1b[2J'")
+
+
+def test_warning_and_summary_lines_are_terminal_safe():
+    """Backing-file paths, inconsistencies, the accelerator name and the output
+    path come from the core or the command line: escaped in report's lines."""
+    data = {
+        "output": "/tmp/v\x1b[31m",
+        "format": "elf",
+        "file_size": 1,
+        "ram_bytes": 4096,
+        "ranges": 1,
+        "seconds": 0.5,
+        "inconsistencies": ["RAMBlock 'a\x1b[2J' is odd"],
+        "accelerator": "kvm\x1b]0;x\x07",
+        "missing": [],
+        "backing_files": [
+            {"path": "/dev/shm/m\x1b[5m", "size": 4096, "ranges": [{"gpa": 0, "end": 4096}]}
+        ],
+        "vmcoreinfo": None,
+    }
+    lines = [*report.warning_lines(data), report.summary_line(data)]
+    assert len(lines) == 4
+    for line in lines:
+        assert ESC not in line and "\x07" not in line and "\n" not in line
+    assert "/dev/shm/m\\x1b[5m" in lines[2] and lines[3].startswith("wrote /tmp/v\\x1b[31m: ")

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -275,7 +275,7 @@ def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
         if stdout_closed and _prints_results(args):
             raise _StdoutError(None)  # refuse before the slow part
         if args.command == "gdb-script":
-            from qemu_vmcore.frontends.gdb import script_path
+            from qemu_vmcore.extract import script_path
 
             _print_result(f"{script_path()}\n")
             return 0
@@ -294,48 +294,15 @@ def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
         if debug and e.error is not None and e.error.errno != errno.EPIPE:
             raise e.error from None
         return _stdout_failed(e.error, written=e.written)
-    except VmcoreError as e:
+    except (VmcoreError, OSError) as e:
         if debug:
             raise
-        _error(e.message, e.hint)
-        return e.exit_code
-    except OSError as e:
-        if debug:
-            raise
-        _error(_os_error_message(args, e))
-        return _os_error_status(args, e)
-    except KeyboardInterrupt:
-        _error("interrupted; no output written")
-        return 128 + signal.SIGINT
+        return _fail(e, args)
+    except KeyboardInterrupt as e:
+        return _fail(e, args)
     except _Terminated as e:
         _error(f"{signal.Signals(e.signum).name}: terminated; no output written")
         return 128 + e.signum
-
-
-def _os_error_message(args: argparse.Namespace, e: OSError) -> str:
-    """``PATH: what went wrong``; an error without a file name is one reading the core
-    (writing the vmcore turns its own into OutputError, see output.py)."""
-    if e.filename is not None:
-        where = os.fsdecode(e.filename)
-        if e.filename2 is not None:
-            where += f" -> {os.fsdecode(e.filename2)}"
-    else:
-        where = os.fspath(args.core) if getattr(args, "core", None) is not None else "the core"
-    return f"{where}: {e.strerror or e}"
-
-
-def _os_error_status(args: argparse.Namespace, e: OSError) -> int:
-    """3 when the error is about the output (its path or its directory), else 2 (input)."""
-    output = getattr(args, "output", None)
-    if output is not None and e.filename is not None:
-        try:
-            where = Path(os.fsdecode(e.filename)).absolute()
-        except (TypeError, ValueError):
-            return 2
-        out = Path(output).absolute()
-        if where in (out, out.parent) or where.parent == out.parent and where.name.startswith("."):
-            return 3
-    return 2
 
 
 # -- standard streams ---------------------------------------------------------
@@ -389,11 +356,17 @@ def _stdout_failed(error: OSError | None, *, written: Path | None = None) -> int
     point_at_devnull(sys.stdout)
     if error is not None and error.errno == errno.EPIPE:
         return 128 + signal.SIGPIPE
+    from qemu_vmcore.terminal import safe
+
     if error is None:
-        _error("cannot print the result: stdout is closed", "redirect it to a file or /dev/null")
+        _error(
+            "cannot print the result: stdout is closed (hint: redirect it to a file or /dev/null)"
+        )
     else:
         done = f"; {written} was written all the same" if written is not None else ""
-        _error(f"cannot print the result to stdout ({where}): {error.strerror or error}{done}")
+        _error(
+            safe(f"cannot print the result to stdout ({where}): {error.strerror or error}{done}")
+        )
     return 3
 
 
@@ -473,51 +446,43 @@ def _install_signal_handlers() -> None:
             signal.signal(sig, handler)
 
 
-def _error(message: str, hint: str | None = None) -> None:
-    from qemu_vmcore.terminal import safe
-
-    # safe(): a message may quote a corrupt core or the guest; it stays one
-    # line, and cannot drive the terminal.
-    line = f"error: {safe(message)}"
-    if hint:
-        line += f" (hint: {safe(hint)})"
-    print(line, file=sys.stderr)
+def _error(line: str) -> None:
+    """Print an ``error:`` line the engine made (report.error_report: already safe)."""
+    print(f"error: {line}", file=sys.stderr)
 
 
-@contextmanager
-def _core_file(args: argparse.Namespace) -> Iterator[Path]:
-    """The core to read: given, or found by coredumpctl; decompressed if need be."""
+def _fail(e: BaseException, args: argparse.Namespace) -> int:
+    """Report an error in one line; its exit status."""
     from qemu_vmcore import report
-    from qemu_vmcore.host import compressed
 
-    if (args.core is None) == (args.coredump is None):
-        raise VmcoreError("name a core file, or --coredump MATCH (one of the two)")
-    if args.coredump is not None:
-        from qemu_vmcore.host.coredump import find_core
+    output = getattr(args, "output", None)
+    if isinstance(e, OSError) and e.filename is None:
+        # No file name: an error reading the core (the vmcore's own become
+        # OutputError, see writers/output.py).
+        core = getattr(args, "core", None)
+        e = OSError(e.errno, e.strerror, os.fspath(core) if core is not None else "the core")
+    line, code = report.error_report(e, output=output)
+    _error(line)
+    return code
 
-        path = find_core(args.coredump)
-    else:
-        path = args.core
-    fmt = compressed.detect(path)
-    if fmt is None:
-        yield path
-        return
+
+def _progress(args: argparse.Namespace):
+    """``progress(total, label)`` for the engine: a bar on a terminal, else nothing."""
+    from qemu_vmcore import report
+
     show = not getattr(args, "quiet", False) and sys.stderr.isatty()
-    with ExitStack() as stack:
-        with report.progress_bar(path.stat().st_size, enabled=show, label="decompressing") as adv:
-            plain = stack.enter_context(
-                compressed.decompressed(path, fmt, tmpdir=args.tmpdir, progress=adv)
-            )
-        yield plain
+    return lambda total, label="extracting": report.progress_bar(total, enabled=show, label=label)
 
 
 @contextmanager
-def _open(args: argparse.Namespace) -> Iterator[QemuCore]:
-    from qemu_vmcore.source import open_qemu_core
+def _open(args: argparse.Namespace, *, warn: bool = True) -> Iterator[QemuCore]:
+    from qemu_vmcore import report
+    from qemu_vmcore.source import core_file, open_qemu_core
 
     if args.backend == "gdb":
         raise VmcoreError(f"--backend gdb works with extract only, not {args.command}")
-    with _core_file(args) as core:
+    with core_file(args.core, coredump=args.coredump, tmpdir=args.tmpdir,
+                   progress=_progress(args)) as core:  # fmt: skip
         with open_qemu_core(
             core,
             qemu=args.qemu,
@@ -526,10 +491,9 @@ def _open(args: argparse.Namespace) -> Iterator[QemuCore]:
             backing_files=not args.no_backing_files,
             strict=not args.accept_inconsistent,
         ) as qc:
-            from qemu_vmcore.terminal import safe
-
-            for problem in qc.inconsistencies:
-                print(safe(f"warning: {problem}"), file=sys.stderr)
+            if warn:
+                for line in report.inconsistency_lines(i.message for i in qc.inconsistencies):
+                    print(line, file=sys.stderr)
             yield qc
 
 
@@ -550,22 +514,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_dmesg(args: argparse.Namespace) -> int:
-    from qemu_vmcore.guest import printk
+    from qemu_vmcore import report
 
     if args.no_vmcoreinfo:
         raise VmcoreError("dmesg needs the guest's VMCOREINFO; drop --no-vmcoreinfo")
     with _open(args) as qc:
+        records = qc.dmesg()
         search = qc.vmcoreinfo()
-        if search.chosen is None:
-            raise VmcoreError(
-                f"no VMCOREINFO found in guest RAM ({search.device_state}); "
-                "the guest kernel's log cannot be located"
-            )
-        _warn_if_unverified(search)
+        unverified = report.unverified_line(report.vmcoreinfo_used(search.chosen, search.capped))
+        if unverified:
+            print(unverified, file=sys.stderr)
         _flush_results()  # text before bytes
         out = sys.stdout.buffer
         # Reading the log can fail too (the core): only the writes are stdout's.
-        for line in printk.records(qc.memory, search.chosen):
+        for line in records:
             try:
                 out.write(line)
             except OSError as e:
@@ -576,95 +538,51 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from qemu_vmcore import report
-    from qemu_vmcore.extract import extract
-    from qemu_vmcore.writers.output import check_target
+    from qemu_vmcore.extract import check_output, prepare, write
 
     options = _dump_options(args)
     inputs = [args.core] if args.core is not None else []
-    check_target(args.output, force=args.force, inputs=inputs)  # refuse before the slow part
+    check_output(args.output, force=args.force, inputs=inputs)  # refuse before the slow part
     if args.backend == "gdb":
-        from qemu_vmcore.frontends.gdb.runner import extract_in_gdb
+        from qemu_vmcore.extract import GdbExtract, extract_in_gdb
         from qemu_vmcore.plan import DumpOptions
+        from qemu_vmcore.source import core_file
 
         if options != DumpOptions(threads=options.threads):
             raise VmcoreError("--backend gdb writes ELF of all guest RAM only")
-
-        with _core_file(args) as core:
-            return _report_extract(
-                args, extract_in_gdb(argparse.Namespace(**{**vars(args), "core": core}))
-            )
-    show = not args.quiet and sys.stderr.isatty()
-    with _open(args) as qc:
-        if qc.accelerator != "tcg":
-            print(
-                f"warning: QEMU ran with {qc.accelerator}: the vCPU registers are the last "
-                "state QEMU synced from the accelerator and may be stale",
-                file=sys.stderr,
-            )
-        from qemu_vmcore.plan import select_ranges
-
-        total = sum(r.size for r in select_ranges(qc.ranges, options))
-        with report.progress_bar(total, enabled=show) as advance:
-            result = extract(
-                qc,
-                args.output,
-                force=args.force,
-                allow_missing=args.allow_missing,
-                vmcoreinfo=not args.no_vmcoreinfo,
-                progress=advance,
-                options=options,
-            )
-        if not args.no_vmcoreinfo:
-            _warn_if_unverified(qc.vmcoreinfo())  # found (and cached) by extract()
-    return _report_extract(args, result)
+        with core_file(args.core, coredump=args.coredump, tmpdir=args.tmpdir,
+                       progress=_progress(args)) as core:  # fmt: skip
+            run = GdbExtract(core=core, output=args.output, qemu=args.qemu,
+                             debug_file=args.debug_file, force=args.force,
+                             allow_missing=args.allow_missing,
+                             accept_inconsistent=args.accept_inconsistent,
+                             no_vmcoreinfo=args.no_vmcoreinfo,
+                             no_backing_files=args.no_backing_files, debug=args.debug)  # fmt: skip
+            data = extract_in_gdb(run)
+        for line in report.warning_lines(data):
+            print(line, file=sys.stderr)
+        return _report_extract(args, data)
+    with _open(args, warn=False) as qc:
+        prepared = prepare(qc, args.output, force=args.force, allow_missing=args.allow_missing,
+                           vmcoreinfo=not args.no_vmcoreinfo, options=options)  # fmt: skip
+        for line in report.warning_lines(report.prepared_dict(prepared)):
+            print(line, file=sys.stderr)
+        with _progress(args)(prepared.total) as advance:
+            result = write(prepared, advance)
+    return _report_extract(args, report.extract_dict(result))
 
 
-def _warn_if_unverified(search) -> None:
-    """Say so when the VMCOREINFO used is one the kernel's memory does not confirm.
-
-    The RAM scan falls back to such a note when none verifies (see
-    guest/vmcoreinfo.py): better than none for an old kernel, but guest user
-    space can plant one, so the user must know.
-    """
-    info = search.chosen
-    if info is None or info.verified:
-        return
-    from qemu_vmcore.terminal import safe
-
-    print(
-        f"warning: the VMCOREINFO used (from {info.source} at {info.gpa:#x}, OSRELEASE "
-        f"{safe(info.osrelease or '')}) is not confirmed by the kernel's init_uts_ns; guest "
-        "user space can plant such notes"
-        + ("; the scan stopped at its candidate limit" if search.capped else ""),
-        file=sys.stderr,
-    )
-
-
-def _report_extract(args: argparse.Namespace, result) -> int:
+def _report_extract(args: argparse.Namespace, data: dict) -> int:
     from qemu_vmcore import report
-    from qemu_vmcore.terminal import safe
 
-    for piece in result.missing:
-        print(
-            f"warning: guest {piece.gpa:#x}-{piece.end:#x} not in the core "
-            f"({piece.kind.value}); written as zeros",
-            file=sys.stderr,
-        )
-    for line in report.backing_notes(getattr(result, "backing", ())):
-        print(safe(line), file=sys.stderr)
     if args.json:
         try:
-            _print_result(json.dumps(report.extract_dict(result), indent=2) + "\n")
+            _print_result(json.dumps(data, indent=2) + "\n")
         except _StdoutError as e:
-            e.written = result.output  # the vmcore is there all the same: say so
+            e.written = Path(data["output"])  # the vmcore is there all the same: say so
             raise
     elif not args.quiet:
-        fmt = "" if result.format == "elf" else f" ({result.format}, {result.file_size:,} bytes)"
-        print(
-            f"wrote {safe(str(result.output))}{fmt}: {result.ranges} ranges, "
-            f"{result.ram_bytes:,} bytes of guest RAM in {result.seconds:.2f} s",
-            file=sys.stderr,
-        )
+        print(report.summary_line(data), file=sys.stderr)
     return 0
 
 

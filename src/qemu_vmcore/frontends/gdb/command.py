@@ -12,30 +12,23 @@ Runs in gdb's Python; loaded by :mod:`qemu_vmcore.frontends.gdb.dump_guest_memor
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import pickle
 import sys
 import traceback
 from pathlib import Path
 
 import gdb
 
+from qemu_vmcore import report
 from qemu_vmcore.errors import VmcoreError
-from qemu_vmcore.layouts import elf as E
-from qemu_vmcore.terminal import safe
+from qemu_vmcore.plan import check_gdb_arch, parse_gdb_arch
 
 USAGE = (
     "usage: dump-guest-memory [-f|--force] [--allow-missing] [--accept-inconsistent] "
     "[--no-vmcoreinfo] [--no-backing-files] [-q|--quiet] FILE [ARCH]"
 )
 PREFIX = "dump-guest-memory: "
-
-#: ARCH as QEMU's script spells it -> e_machine, for the guests we dump.
-X86_ARCHES = {"X86_64": E.EM_X86_64, "386": E.EM_386}
-#: Spellings accepted for them besides QEMU's own.
-ARCH_ALIASES = {"x86_64": "X86_64", "x86-64": "X86_64", "i386": "386"}
-#: The other ARCH values QEMU's script knows (not x86, so never ours).
-OTHER_QEMU_ARCHES = ("aarch64-be", "aarch64-le", "s390", "ppc64-be", "ppc64-le")
 
 
 class UsageError(Exception):
@@ -67,110 +60,6 @@ def _parser() -> _Parser:
     # For `qemu-vmcore extract --backend gdb`: where to leave the result.
     p.add_argument("--status-file", type=Path)
     return p
-
-
-def parse_arch(arch: str | None) -> str | None:
-    """QEMU's ARCH name for an x86 guest, or None when not given.
-
-    :raises VmcoreError: an ARCH we do not dump, or one nobody knows.
-    """
-    if arch is None:
-        return None
-    name = arch if arch in X86_ARCHES else ARCH_ALIASES.get(arch.lower())
-    if name is not None:
-        return name
-    if arch in OTHER_QEMU_ARCHES:
-        raise VmcoreError(
-            f"ARCH {arch} is not supported: qemu-vmcore dumps x86 guests only "
-            "(ARCH X86_64 or 386, or leave ARCH out)"
-        )
-    raise VmcoreError(
-        f"unknown ARCH {arch!r}: use X86_64 or 386, or leave ARCH out to take the guest's "
-        f"(QEMU's script also knows {', '.join(OTHER_QEMU_ARCHES)})"
-    )
-
-
-def check_arch(arch: str | None, machine: int) -> None:
-    """Refuse an ARCH that is not what QEMU's own dump of this guest would be."""
-    if arch is None or X86_ARCHES[arch] == machine:
-        return
-    right = next(name for name, m in X86_ARCHES.items() if m == machine)
-    why = "in long mode" if machine == E.EM_X86_64 else "not in long mode"
-    raise VmcoreError(
-        f"ARCH {arch} does not match this guest: its first vCPU was {why}, so its "
-        f"dump is {right} (as QMP dump-guest-memory would write it)",
-        hint=f"pass {right}, or leave ARCH out",
-    )
-
-
-# -- what gdb has open ----------------------------------------------------------------
-
-
-def core_in_gdb() -> str:
-    """The path of the QEMU core gdb has open.
-
-    :raises VmcoreError: gdb is attached to a live process, or has no core.
-    """
-    from qemu_vmcore.debugger.gdb_backend import core_file_path, target_kind
-
-    kind, pid = target_kind()
-    path = core_file_path() if kind in ("core", "unknown") else None
-    if path is None and (kind == "native" or (kind not in ("core", "none") and pid)):
-        raise VmcoreError(
-            f"gdb is attached to a live process (pid {pid}); this command reads a QEMU core",
-            hint="on a live QEMU use QMP/HMP dump-guest-memory; or write a core with "
-            "`gcore FILE`, then run this command in `gdb QEMU FILE`",
-            pid=pid,
-        )
-    if path is None:
-        what = "no core file" if kind in ("none", "core", "unknown") else f"gdb's target is {kind}"
-        raise VmcoreError(
-            f"{what}: open the QEMU core first",
-            hint="gdb qemu-system-x86_64 CORE, or `core-file CORE` at the (gdb) prompt",
-        )
-    return path
-
-
-def executable_given(core_path: str) -> Path | None:
-    """gdb's program, if it is not the executable the core names.
-
-    Loading a program under another path is naming it explicitly, as
-    ``--qemu`` does on the command line (so a renamed QEMU is accepted).
-    """
-    from qemu_vmcore.host.core import open_core
-
-    loaded = gdb.current_progspace().filename
-    if not loaded:
-        return None
-    with open_core(core_path) as host:
-        recorded = host.executable
-    if recorded is not None and os.path.realpath(recorded) == os.path.realpath(loaded):
-        return None
-    return Path(loaded)
-
-
-# -- output -----------------------------------------------------------------------------
-
-
-def ram_table(qc) -> list[str]:
-    """The guest RAM table as QEMU's script prints it, one line per RAM FlatRange.
-
-    ``message`` says whether the range started a block of the dump (``added``)
-    or was joined to the one before; ``count`` is the number of blocks so far.
-    """
-    from qemu_vmcore.qemu import memory
-
-    lines = [
-        "guest RAM blocks:",
-        "target_start     target_end       host_addr        message count",
-        "---------------- ---------------- ---------------- ------- -----",
-    ]
-    starts = [r.gpa for r in qc.ranges]
-    for s in memory.flat_ram_sections(qc.dbg):
-        count = sum(1 for gpa in starts if gpa <= s.gpa)
-        message = "added" if s.gpa in starts else "joined"
-        lines.append(f"{s.gpa:016x} {s.gpa + s.size:016x} {s.hva:016x} {message:<7} {count:5d}")
-    return lines
 
 
 def _write(text: str, stream: int = gdb.STDOUT) -> None:
@@ -216,104 +105,47 @@ def progress(total: int, *, quiet: bool):
         import importlib.util
 
         if importlib.util.find_spec("rich") is not None:  # gdb's Python may lack it
-            from qemu_vmcore.report import progress_bar
-
-            return progress_bar(total, enabled=True, file=sys.__stderr__)
+            return report.progress_bar(total, enabled=True, file=sys.__stderr__)
     return _Plain(TextProgress(total))
 
 
 # -- the command --------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, warnings: list[str]):
-    """Open the core gdb has, print the RAM table, extract; returns the ExtractResult.
+def run(args: argparse.Namespace) -> dict:
+    """Open the core gdb has, print the RAM table, extract; what was written,
+    as :func:`qemu_vmcore.report.extract_dict` data."""
+    from qemu_vmcore.extract import check_output, prepare, write
+    from qemu_vmcore.source import core_in_gdb, open_qemu_core_in_gdb
 
-    Warnings printed before the result are also appended to ``warnings``.
-    """
-    from qemu_vmcore.extract import extract
-    from qemu_vmcore.source import open_qemu_core
-    from qemu_vmcore.writers.output import check_target
-
-    arch = parse_arch(args.arch)
+    arch = parse_gdb_arch(args.arch)
     output = Path(os.path.abspath(os.path.expanduser(args.file)))
     core_path = core_in_gdb()
-    check_target(output, force=args.force, inputs=[core_path])  # refuse before the slow part
-    given = executable_given(core_path)
-    backing = not args.no_backing_files
-    strict = not args.accept_inconsistent
-    with open_qemu_core(
-        core_path, qemu=given, backend="gdb", backing_files=backing, strict=strict
+    check_output(output, force=args.force, inputs=[core_path])  # refuse before the slow part
+    with open_qemu_core_in_gdb(
+        core_path, backing_files=not args.no_backing_files, strict=not args.accept_inconsistent
     ) as qc:
-        for problem in qc.inconsistencies:
-            warnings.append(safe(f"warning: {problem}"))
-            _write(warnings[-1], gdb.STDERR)
         if not args.quiet:
-            for line in ram_table(qc):
+            for line in report.ram_table_lines(qc):
                 _write(line)
-        check_arch(arch, qc.elf_arch()[1])
-        if qc.accelerator != "tcg":
-            warnings.append(
-                f"warning: QEMU ran with {qc.accelerator}: the vCPU registers are the last "
-                "state QEMU synced from the accelerator and may be stale"
-            )
-            _write(warnings[-1], gdb.STDERR)
-        with progress(qc.ram_total, quiet=args.quiet) as advance:
-            result = extract(
-                qc,
-                output,
-                force=args.force,
-                allow_missing=args.allow_missing,
-                vmcoreinfo=not args.no_vmcoreinfo,
-                progress=advance,
-            )
-    for piece in result.missing:
-        _write(
-            f"warning: guest {piece.gpa:#x}-{piece.end:#x} not in the core "
-            f"({piece.kind.value}); written as zeros",
-            gdb.STDERR,
-        )
-    from qemu_vmcore.report import backing_notes
-
-    for line in backing_notes(result.backing):
-        _write(line, gdb.STDERR)
+        check_gdb_arch(arch, qc.elf_arch()[1])
+        prepared = prepare(qc, output, force=args.force, allow_missing=args.allow_missing,
+                           vmcoreinfo=not args.no_vmcoreinfo)  # fmt: skip
+        if args.status_file is None:  # in gdb -batch, the CLI prints them from the result
+            for line in report.warning_lines(report.prepared_dict(prepared)):
+                _write(line, gdb.STDERR)
+        with progress(prepared.total, quiet=args.quiet) as advance:
+            result = write(prepared, advance)
+    data = report.extract_dict(result)
     if not args.quiet:
-        _write(
-            f"wrote {result.output}: {result.ranges} ranges, {result.ram_bytes:,} bytes of "
-            f"guest RAM in {result.seconds:.2f} s"
-        )
-    return result
-
-
-def _error_line(e: BaseException, output: Path | None = None) -> tuple[str, dict]:
-    """One line for gdb, and the error as data for ``--status-file``.
-
-    :param output: the vmcore being written: an OSError about it (or its
-        directory) has exit status 3, any other 2, as in the CLI.
-    """
-    if isinstance(e, VmcoreError):
-        line = e.message + (f" (hint: {e.hint})" if e.hint else "")
-        return line, {"class": type(e).__name__, "message": e.message, "hint": e.hint,
-                      "exit_code": e.exit_code}  # fmt: skip
-    if isinstance(e, OSError):
-        where = f"{e.filename}: " if e.filename else ""
-        message = f"{where}{e.strerror or e}"
-        about = Path(os.path.abspath(os.fsdecode(e.filename))) if e.filename else None
-        ours = output is not None and about in (output, output.parent)
-        return message, {"class": "OSError", "message": message, "hint": None,
-                         "exit_code": 3 if ours else 2}  # fmt: skip
-    if isinstance(e, KeyboardInterrupt):
-        message = "interrupted; no output written"
-        return message, {"class": "KeyboardInterrupt", "message": message, "hint": None,
-                         "exit_code": 130}  # fmt: skip
-    message = f"internal error: {type(e).__name__}: {e}"
-    line = f"{message} (hint: run with --debug for a traceback)"
-    return line, {"class": "InternalError", "message": message, "hint": None, "exit_code": 2}
+        _write(report.summary_line(data))
+    return data
 
 
 def _save_status(path: Path | None, status: dict) -> None:
     if path is not None:
-        with open(path, "wb") as f:
-            pickle.dump(status, f)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(status, f)
 
 
 # gdb prints this for `help dump-guest-memory`: its first line is the summary
@@ -358,22 +190,29 @@ class DumpGuestMemory(gdb.Command):
             args = _parser().parse_args(gdb.string_to_argv(arg))
         except UsageError as e:
             raise gdb.GdbError(str(e).strip()) from None
-        warnings: list[str] = []
         if args.help:
             _write(self.__doc__ or USAGE)
             return
         try:
-            result = run(args, warnings)
+            result = run(args)
         except BaseException as e:
             if args.debug and not isinstance(e, VmcoreError | KeyboardInterrupt):
                 traceback.print_exc()
             output = Path(os.path.abspath(os.path.expanduser(args.file)))
-            line, status = _error_line(e, output)
-            _save_status(args.status_file, {"error": status})
+            line, code = report.error_report(e, output=output)
+            error = {"class": _class_name(e), "message": line, "hint": None, "exit_code": code}
+            _save_status(args.status_file, {"error": error})
             if not isinstance(e, Exception | KeyboardInterrupt):
                 raise  # SystemExit and the like are not ours to report
             raise gdb.GdbError(PREFIX + line) from None
-        _save_status(args.status_file, {"result": result, "warnings": warnings})
+        _save_status(args.status_file, {"result": result})
+
+
+def _class_name(e: BaseException) -> str:
+    """The error's class as the CLI rebuilds it (``VmcoreError`` subclasses by name)."""
+    if isinstance(e, VmcoreError | KeyboardInterrupt):
+        return type(e).__name__
+    return "OSError" if isinstance(e, OSError) else "InternalError"
 
 
 def register() -> DumpGuestMemory:

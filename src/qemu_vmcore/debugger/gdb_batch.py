@@ -1,25 +1,27 @@
 """``qemu-vmcore extract --backend gdb``: the gdb command, run in ``gdb -batch``.
 
-The CLI's Python starts gdb on the core, sources the command script and runs
+This process starts gdb on the core, sources the command script and runs
 ``dump-guest-memory``, which leaves its result (or its error) in a status
-file. The CLI then reports it exactly as for the drgn backend, so the two
-backends can be tested against each other from the command line.
+file, as JSON: the result is :func:`qemu_vmcore.report.extract_dict`'s data,
+the error the class, message, hint and exit status. The CLI then reports it
+exactly as for the drgn backend, so the two backends can be tested against
+each other from the command line.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from qemu_vmcore import errors
 from qemu_vmcore.errors import VmcoreError
-from qemu_vmcore.frontends.gdb import script_path
 from qemu_vmcore.host.core import check_regular, open_core
 
 #: Settings before gdb loads anything: QEMU's symbols only (as the drgn
@@ -31,6 +33,16 @@ GDB_SETTINGS = (
     "set width 0",
     "set print thread-events off",
 )
+
+
+#: The gdb command script (the gdb front end), sourced in gdb; found by its
+#: place in the package rather than imported, as it imports gdb.
+SCRIPT = Path(__file__).resolve().parents[1] / "frontends" / "gdb" / "dump_guest_memory.py"
+
+
+def script_path() -> Path:
+    """The gdb command script shipped in this package."""
+    return SCRIPT
 
 
 def gdb_quote(arg: str) -> str:
@@ -67,69 +79,82 @@ def gdb_argv(
     return argv + ["-ex", " ".join(gdb_quote(a) for a in command)]
 
 
-def _options(args) -> list[str]:
-    """The extract options the gdb command takes too."""
-    out = ["--quiet"]
-    for flag, on in (
-        ("--force", args.force),
-        ("--allow-missing", args.allow_missing),
-        ("--accept-inconsistent", getattr(args, "accept_inconsistent", False)),
-        ("--no-vmcoreinfo", args.no_vmcoreinfo),
-        ("--no-backing-files", getattr(args, "no_backing_files", False)),
-        ("--debug", args.debug),
-    ):
-        if on:
-            out.append(flag)
-    return out
+@dataclass(frozen=True)
+class GdbExtract:
+    """An ``extract`` for the gdb command: the files and the options it takes too."""
+
+    core: Path
+    output: Path
+    qemu: Path | None = None
+    debug_file: Path | None = None
+    force: bool = False
+    allow_missing: bool = False
+    accept_inconsistent: bool = False
+    no_vmcoreinfo: bool = False
+    no_backing_files: bool = False
+    debug: bool = False
+
+    def options(self) -> list[str]:
+        """The gdb command's options for this run."""
+        out = ["--quiet"]
+        for flag, on in (
+            ("--force", self.force),
+            ("--allow-missing", self.allow_missing),
+            ("--accept-inconsistent", self.accept_inconsistent),
+            ("--no-vmcoreinfo", self.no_vmcoreinfo),
+            ("--no-backing-files", self.no_backing_files),
+            ("--debug", self.debug),
+        ):
+            if on:
+                out.append(flag)
+        return out
 
 
-def _executable(args) -> str | None:
+def _executable(run: GdbExtract) -> str | None:
     """The file gdb loads as QEMU: ``--qemu``, else the one the core names, if it exists.
 
     gdb would block on a FIFO given as either file, and then report "no
     executable loaded": refuse anything but a regular file here, as the
     drgn path does.
     """
-    for path in (args.qemu, args.debug_file):
+    for path in (run.qemu, run.debug_file):
         if path is not None:
             check_regular(path)
-    if args.qemu is not None:
-        return os.path.abspath(args.qemu)
-    with open_core(args.core) as host:  # also the drgn path's errors for a bad core
+    if run.qemu is not None:
+        return os.path.abspath(run.qemu)
+    with open_core(run.core) as host:  # also the drgn path's errors for a bad core
         exe = host.executable
     if exe:
         check_regular(exe)
     return exe if exe and os.path.isfile(exe) else None
 
 
-def extract_in_gdb(args):
-    """Run ``dump-guest-memory`` in gdb for ``extract`` ``args``; its ExtractResult.
+def extract_in_gdb(run: GdbExtract) -> dict:
+    """Run ``dump-guest-memory`` in gdb; what it wrote, as ``extract_dict`` data.
 
     :raises VmcoreError: the command's error, as the drgn path raises it.
     """
-    for path in (args.core, args.output, args.qemu, args.debug_file):
+    for path in (run.core, run.output, run.qemu, run.debug_file):
         if path is not None and "\n" in os.fspath(path):
             raise VmcoreError(f"{path!r}: a file name with a newline cannot be passed to gdb")
-    core = Path(os.path.abspath(args.core))
-    output = Path(os.path.abspath(args.output))
-    debug_file = Path(os.path.abspath(args.debug_file)) if args.debug_file else None
-    executable = _executable(args)
+    core = Path(os.path.abspath(run.core))
+    output = Path(os.path.abspath(run.output))
+    debug_file = Path(os.path.abspath(run.debug_file)) if run.debug_file else None
+    executable = _executable(run)
     scratch = Path(tempfile.mkdtemp(prefix="qemu-vmcore-gdb-"))
     try:
         status_file = scratch / "status"
         argv = gdb_argv(core, output, status_file, executable=executable,
-                        debug_file=debug_file, options=_options(args))  # fmt: skip
-        proc = _run(argv, debug=args.debug)
+                        debug_file=debug_file, options=run.options())  # fmt: skip
+        proc = _run(argv, debug=run.debug)
         if not status_file.exists():
             raise VmcoreError(f"gdb failed (exit status {proc.returncode}): {_last_line(proc)}")
-        with open(status_file, "rb") as f:
-            status = pickle.load(f)
+        with open(status_file, encoding="utf-8") as f:
+            status = json.load(f)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if "error" in status:
         raise _as_exception(status["error"])
-    for line in status.get("warnings", ()):
-        print(line, file=sys.stderr)
     return status["result"]
 
 
