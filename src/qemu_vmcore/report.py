@@ -10,14 +10,14 @@ from typing import TextIO
 
 from qemu_vmcore.extract import ExtractResult
 from qemu_vmcore.guest.physmem import BackingUse
-from qemu_vmcore.qemu import memdevices
+from qemu_vmcore.qemu import memdevices, versions
 from qemu_vmcore.qemu.memdevices import MemoryOwner
 from qemu_vmcore.source import QemuCore
 
 
 def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
     """Everything ``info`` shows, as plain JSON-able data (addresses as ints)."""
-    stale = qc.accelerator != "tcg"
+    stale = qc.accelerator != versions.TCG_ACCEL
     owners = memdevices.owners(qc.dbg, [r.mr for r in qc.ranges])
     problems = qc.memory.backing_problems
     return {

@@ -577,6 +577,7 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from qemu_vmcore import report
     from qemu_vmcore.extract import extract
+    from qemu_vmcore.qemu import versions
     from qemu_vmcore.writers.output import check_target
 
     options = _dump_options(args)
@@ -595,7 +596,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             )
     show = not args.quiet and sys.stderr.isatty()
     with _open(args) as qc:
-        if qc.accelerator != "tcg":
+        if qc.accelerator != versions.TCG_ACCEL:
             print(
                 f"warning: QEMU ran with {qc.accelerator}: the vCPU registers are the last "
                 "state QEMU synced from the accelerator and may be stale",

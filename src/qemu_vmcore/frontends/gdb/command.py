@@ -22,6 +22,7 @@ import gdb
 
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.qemu import versions
 from qemu_vmcore.terminal import safe
 
 USAGE = (
@@ -251,7 +252,7 @@ def run(args: argparse.Namespace, warnings: list[str]):
             for line in ram_table(qc):
                 _write(line)
         check_arch(arch, qc.elf_arch()[1])
-        if qc.accelerator != "tcg":
+        if qc.accelerator != versions.TCG_ACCEL:
             warnings.append(
                 f"warning: QEMU ran with {qc.accelerator}: the vCPU registers are the last "
                 "state QEMU synced from the accelerator and may be stale"
