@@ -21,7 +21,7 @@ from typing import TextIO
 
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import ExtractResult, Prepared
-from qemu_vmcore.qemu import memdevices
+from qemu_vmcore.qemu import memdevices, versions
 from qemu_vmcore.qemu.crosscheck import Inconsistency
 from qemu_vmcore.qemu.memdevices import MemoryOwner
 from qemu_vmcore.source import QemuCore
@@ -30,7 +30,7 @@ from qemu_vmcore.terminal import safe
 
 def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
     """Everything ``info`` shows, as plain JSON-able data (addresses as ints)."""
-    stale = qc.accelerator != "tcg"
+    stale = qc.accelerator != versions.TCG_ACCEL
     owners = memdevices.owners(qc.dbg, [r.mr for r in qc.ranges])
     problems = qc.memory.backing_problems
     return {
@@ -192,7 +192,7 @@ def warning_lines(data: dict) -> list[str]:
     """Every warning and note about a vmcore, from :func:`prepared_dict` or
     :func:`extract_dict` data; terminal-safe."""
     lines = inconsistency_lines(data["inconsistencies"])
-    if data["accelerator"] != "tcg":
+    if data["accelerator"] != versions.TCG_ACCEL:
         lines.append(
             f"warning: QEMU ran with {safe(data['accelerator'])}: the vCPU registers are the "
             "last state QEMU synced from the accelerator and may be stale"

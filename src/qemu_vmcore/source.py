@@ -18,7 +18,7 @@ from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, Vmco
 from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.host.core import HostCore, open_core
-from qemu_vmcore.qemu import crosscheck, devices, memory, state, x86
+from qemu_vmcore.qemu import crosscheck, devices, memory, state, versions, x86
 from qemu_vmcore.qemu.memory import GuestRange
 
 
@@ -287,7 +287,7 @@ def _open(
     else:
         from qemu_vmcore.debugger.drgn_backend import open_drgn as open_debugger
     dbg = open_debugger(host, qemu=qemu, debug_file=debug_file)
-    if not dbg.has_variable("address_space_memory"):
+    if not dbg.has_variable(versions.ADDRESS_SPACE_MEMORY):
         raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
     ranges = memory.guest_ram(dbg)
     crosscheck.require_ram(ranges)

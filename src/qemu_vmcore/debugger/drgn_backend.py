@@ -19,6 +19,7 @@ import drgn
 from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import CoreFileError, DebugInfoError, QemuStateError, VmcoreError
 from qemu_vmcore.host.core import HostCore, check_regular, open_regular
+from qemu_vmcore.qemu import versions
 
 T = TypeVar("T")
 
@@ -245,7 +246,7 @@ def _index_debug_info(prog: drgn.Program) -> None:
     whichever lookup came first.
     """
     try:
-        prog.variable("address_space_memory")
+        prog.variable(versions.ADDRESS_SPACE_MEMORY)
     except LookupError:
         pass  # not QEMU: the caller says so
     except Exception as e:  # noqa: BLE001

@@ -24,6 +24,7 @@ import gdb
 from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import DebugInfoError, QemuStateError
 from qemu_vmcore.host.core import HostCore
+from qemu_vmcore.qemu import versions
 
 T = TypeVar("T")
 
@@ -174,15 +175,6 @@ def _is_variable(sym: gdb.Symbol) -> bool:
     return True
 
 
-#: Functions defined next to QEMU's private structs. A struct complete in one
-#: file only (FlatRange and AddrRange in system/memory.c, TypeImpl in
-#: qom/object.c) is opaque elsewhere; gdb then completes it by expanding every
-#: compilation unit that names it, about 0.7 s for FlatRange alone. Looking up
-#: one of these functions expands the defining unit first, which makes that
-#: instant. Only a speed hint: a name a build lacks costs nothing.
-OWNERS_OF_PRIVATE_TYPES = ("memory_region_init", "type_register_static")
-
-
 class GdbDebugger:
     """:class:`~qemu_vmcore.debugger.Debugger` over the program gdb has open.
 
@@ -197,7 +189,11 @@ class GdbDebugger:
         self._inferior = gdb.selected_inferior()
         self._symbols: dict[str, gdb.Symbol | None] = {}
         self._types: dict[str, gdb.Type] = {}
-        for name in OWNERS_OF_PRIVATE_TYPES:
+        # A struct complete in one file only (FlatRange, TypeImpl) is opaque
+        # elsewhere; gdb then completes it by expanding every compilation unit
+        # that names it, about 0.7 s for FlatRange alone. Looking up a function
+        # of the defining unit expands that unit first, which makes it instant.
+        for name in versions.OWNERS_OF_PRIVATE_TYPES:
             objfile.lookup_global_symbol(name)
 
     def _symbol(self, name: str) -> gdb.Symbol | None:

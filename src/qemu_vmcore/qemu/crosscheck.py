@@ -27,7 +27,7 @@ from typing import Protocol
 
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
-from qemu_vmcore.qemu import state, x86
+from qemu_vmcore.qemu import state, versions, x86
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE = 4096
@@ -86,7 +86,7 @@ class Inconsistency:
 
 def ram_blocks(dbg: Debugger) -> dict[str, Block]:
     """Every RAMBlock of ``ram_list.blocks``, by idstr (bounded, cycle-safe)."""
-    head = dbg.variable("ram_list").member("blocks")
+    head = dbg.variable(versions.RAM_LIST).member("blocks")
     out: dict[str, Block] = {}
     seen: set[int] = set()
     elem = head.member("lh_first")
@@ -139,7 +139,8 @@ def machine_ram_block(machine: Value) -> str | None:
 
     :param machine: ``current_machine``.
     """
-    ram = machine.member("ram") if machine.has_member("ram") else None
+    ram_member = versions.MACHINE_RAM.name
+    ram = machine.member(ram_member) if machine.has_member(ram_member) else None
     if ram is None or int(ram) == 0 or int(ram.member("ram_block")) == 0:
         return None
     return ram.member("ram_block").member("idstr").string()

@@ -78,9 +78,9 @@ def region_owner(dbg: Debugger, mr: Value, dimms: dict[int, MemoryOwner]) -> Mem
     if owner == 0:
         return MemoryOwner()
     kind = state.qom_type_name(dbg.object_at("Object", owner))
-    if not kind.startswith("memory-backend"):
+    if not kind.startswith(versions.MEMORY_BACKEND_TYPE):
         return MemoryOwner(kind, _device_id(dbg, owner))
-    backend_id = mr.member("name").string().removeprefix("/objects/")
+    backend_id = mr.member("name").string().removeprefix(versions.OBJECTS_PATH)
     rdm = virtio_mem.discard_manager(mr)
     device = _virtio_mem_owner(dbg, rdm) if rdm else dimms.get(owner, MemoryOwner())
     return MemoryOwner(device.device, device.device_id, kind, backend_id)
@@ -104,9 +104,10 @@ def _virtio_mem_owner(dbg: Debugger, rdm: int) -> MemoryOwner:
 
 def acpi_dimms(dbg: Debugger) -> dict[int, MemoryOwner]:
     """The plugged DIMMs of an x86 machine, by the address of their backend."""
-    machine = dbg.variable(versions.pick_variable(dbg, versions.CURRENT_MACHINE))
+    machine = dbg.variable(versions.require_variable(dbg, versions.CURRENT_MACHINE))
     x86 = dbg.object_at("X86MachineState", int(machine))
-    pm = int(x86.member("acpi_dev")) if x86.has_member("acpi_dev") else 0
+    acpi_dev = versions.X86_ACPI_DEV.name
+    pm = int(x86.member(acpi_dev)) if x86.has_member(acpi_dev) else 0
     if pm == 0:
         return {}
     layout = versions.ACPI_MEMORY_HOTPLUG.get(state.qom_type_name(dbg.object_at("Object", pm)))

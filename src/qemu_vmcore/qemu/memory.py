@@ -78,7 +78,7 @@ def read_int128(dbg: Debugger, value: Value) -> int:
 
 def flat_ram_sections(dbg: Debugger) -> list[GuestRange]:
     """The FlatView's RAM ranges that QEMU's dump would consider, in order."""
-    as_name = versions.pick_variable(dbg, versions.ADDRESS_SPACE_MEMORY)
+    as_name = versions.require_variable(dbg, versions.ADDRESS_SPACE_MEMORY)
     view = dbg.variable(as_name).member("current_map")
     if int(view) == 0:
         raise QemuStateError(f"{as_name}.current_map is NULL: QEMU died before its memory map")
@@ -112,7 +112,7 @@ def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> 
     if not int(mr.member("ram")):
         return []
     for flag in versions.MR_EXCLUDING_FLAGS:
-        if mr.has_member(flag) and int(mr.member(flag)):
+        if mr.has_member(flag.name) and int(mr.member(flag.name)):
             return []
     whole = _ram_section(dbg, fr, mr, machine_dumps, where)
     rdm = virtio_mem.discard_manager(mr)
@@ -132,7 +132,7 @@ def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> 
 
 #: The MemoryRegion flags that decide whether a range is dumped; C bools,
 #: so 0 or 1 and nothing else in a sound core.
-_MR_BOOLS = ("ram", "rom_device", *versions.MR_EXCLUDING_FLAGS)
+_MR_BOOLS = (*versions.MR_KIND_FLAGS, *(f.name for f in versions.MR_EXCLUDING_FLAGS))
 
 
 def _check_region(mr: Value, where: str) -> None:
@@ -223,10 +223,11 @@ def _ram_section(
 def _backend_dumps(dbg: Debugger, mr: Value) -> bool:
     """False when the region belongs to a memory backend created with ``dump=off``."""
     owner = mr.member("owner")
-    if int(owner) == 0 or not state.qom_type_name(owner).startswith("memory-backend"):
+    if int(owner) == 0 or not state.qom_type_name(owner).startswith(versions.MEMORY_BACKEND_TYPE):
         return True
     backend = dbg.object_at("HostMemoryBackend", int(owner))
-    return not backend.has_member("dump") or bool(int(backend.member("dump")))
+    dump = versions.BACKEND_DUMP.name
+    return not backend.has_member(dump) or bool(int(backend.member(dump)))
 
 
 def _resolve_alias(mr: Value) -> tuple[Value, int]:

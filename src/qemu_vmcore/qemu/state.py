@@ -70,7 +70,9 @@ def vcpus(dbg: Debugger) -> list[Value]:
                 f"(its QOM type is {kind!r})"
             )
 
-    return qtailq(dbg.variable(name), "node", MAX_VCPUS, f"QEMU's vCPU list {name}", is_cpu)
+    return qtailq(
+        dbg.variable(name), versions.CPU_LIST_LINK, MAX_VCPUS, f"QEMU's vCPU list {name}", is_cpu
+    )
 
 
 def machine(dbg: Debugger) -> Value:
@@ -78,7 +80,7 @@ def machine(dbg: Debugger) -> Value:
 
     :raises QemuStateError: it is NULL (QEMU died before creating the machine).
     """
-    name = versions.pick_variable(dbg, versions.CURRENT_MACHINE)
+    name = versions.require_variable(dbg, versions.CURRENT_MACHINE)
     ms = dbg.variable(name)
     if int(ms) == 0:
         raise QemuStateError(f"{name} is NULL: QEMU died before creating the machine")
@@ -105,7 +107,7 @@ def accelerator(dbg: Debugger) -> str:
     if int(accel) == 0:
         return "unknown"
     name = qom_type_name(accel.member("parent_obj"))
-    return name.removesuffix("-accel")
+    return name.removesuffix(versions.ACCEL_TYPE_SUFFIX)
 
 
 def ram_size(dbg: Debugger) -> int:

@@ -27,7 +27,7 @@ _ONES = re.compile(r"1+")
 
 def discard_manager(mr: Value) -> int:
     """The address of ``mr``'s RamDiscardManager (``mr->rdm``), 0 if none."""
-    name = versions.MR_DISCARD_MANAGER
+    name = versions.MR_DISCARD_MANAGER.name
     return int(mr.member(name)) if mr.has_member(name) else 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
 from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.qemu import versions
 from qemu_vmcore.qemu.memory import GuestRange
 
 HF_LMA_MASK = 1 << 14  # target/i386/cpu.h: HF_LMA_SHIFT 14, long mode active
@@ -164,7 +165,7 @@ def pc_ram_layout(dbg: Debugger, machine: Value) -> tuple[int, int] | None:
     :param machine: ``current_machine``.
     """
     klass = dbg.object_at("MachineClass", int(machine.member("parent_obj").member("class")))
-    if not klass.member("name").string().startswith("pc-"):
+    if not klass.member("name").string().startswith(versions.PC_MACHINE_PREFIX):
         return None
     x86ms = dbg.object_at("X86MachineState", int(machine))
     return int(x86ms.member("below_4g_mem_size")), int(x86ms.member("above_4g_mem_size"))
