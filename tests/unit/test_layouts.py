@@ -140,3 +140,15 @@ def test_chooser_refuses_unknown_classes():
 def test_fields_must_match_the_record():
     with pytest.raises(ValueError, match="do not match"):
         Layout("bad", E.Nhdr, "<", [("namesz", "I"), ("descsz", "I")])
+
+
+def test_vcpu_note_layouts_are_qemus():
+    """sizeof() in target/i386/arch_dump.c, and the formats QEMU's structs pack to."""
+    assert E.X86_64_PRSTATUS.size == 336
+    assert E.X86_64_PRSTATUS.struct.format == "<32xI76x" + "Q" * 27 + "8x"
+    assert E.I386_PRSTATUS.size == 144
+    assert E.QEMU_CPU_SEGMENT.size == 24
+    assert E.QEMU_CPU_STATE_SIZE == 440
+    regs = E.X86_64_PRSTATUS.pack(pid=2, r15=0x15, gs=0x6B)
+    assert regs[32:36] == b"\2\0\0\0" and regs[112:120] == b"\x15" + bytes(7)
+    assert regs[320:328] == b"\x6b" + bytes(7)  # gs, the last register

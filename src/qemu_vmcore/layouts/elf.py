@@ -10,7 +10,6 @@ field by position.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -392,14 +391,150 @@ def malformed_note(
 
 # -- x86 vCPU notes, laid out as QEMU's target/i386/arch_dump.c lays them out --
 
-#: x86_64_elf_prstatus: pad1[32], pid, pad2[76], 27 user_regs (r15 ... gs), pad3[8].
-X86_64_PRSTATUS = struct.Struct("<32xI76x27Q8x")
-#: x86_elf_prstatus: pad1[24], pid, pad2[44], x86_user_regs_struct, pad3[4].
-#: regs: ebx ecx edx esi edi ebp eax; ds __ds es __es fs __fs gs __gs;
-#: orig_eax eip; cs __cs; eflags esp; ss __ss.
-I386_PRSTATUS = struct.Struct("<24xI44x7I8HII2HII2H4x")
-#: QEMUCPUSegment: selector, limit, flags, pad, base.
-QEMU_CPU_SEGMENT = struct.Struct("<IIIIQ")
-#: QEMUCPUState: version, size, rax..r15, rip, rflags, 10 segments, cr[5], kernel_gs_base.
-QEMU_CPU_STATE = struct.Struct("<II18Q" + "IIIIQ" * 10 + "5QQ")
+_X86_64_REGS = (
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+    "es", "fs", "gs",
+)  # fmt: skip
+
+
+class X86_64Prstatus(NamedTuple):
+    """x86_64_elf_prstatus: pr_pid and x86_64_user_regs_struct (the rest is zero)."""
+
+    pid: int = 0
+    r15: int = 0
+    r14: int = 0
+    r13: int = 0
+    r12: int = 0
+    rbp: int = 0
+    rbx: int = 0
+    r11: int = 0
+    r10: int = 0
+    r9: int = 0
+    r8: int = 0
+    rax: int = 0
+    rcx: int = 0
+    rdx: int = 0
+    rsi: int = 0
+    rdi: int = 0
+    orig_rax: int = 0
+    rip: int = 0
+    cs: int = 0
+    eflags: int = 0
+    rsp: int = 0
+    ss: int = 0
+    fs_base: int = 0
+    gs_base: int = 0
+    ds: int = 0
+    es: int = 0
+    fs: int = 0
+    gs: int = 0
+
+
+#: pad1[32], pid, pad2[76], the 27 registers, pad3[8].
+X86_64_PRSTATUS = Layout("x86_64_elf_prstatus", X86_64Prstatus, "<", [
+    (None, "32x"), ("pid", "I"), (None, "76x"), *((r, "Q") for r in _X86_64_REGS), (None, "8x"),
+])  # fmt: skip
+
+
+class I386Prstatus(NamedTuple):
+    """x86_elf_prstatus: pr_pid and x86_user_regs_struct (the rest is zero)."""
+
+    pid: int = 0
+    ebx: int = 0
+    ecx: int = 0
+    edx: int = 0
+    esi: int = 0
+    edi: int = 0
+    ebp: int = 0
+    eax: int = 0
+    ds: int = 0
+    es: int = 0
+    fs: int = 0
+    gs: int = 0
+    orig_eax: int = 0
+    eip: int = 0
+    cs: int = 0
+    eflags: int = 0
+    esp: int = 0
+    ss: int = 0
+
+
+#: pad1[24], pid, pad2[44], the registers (each 16-bit selector followed by
+#: its 16-bit __ds, __es ... padding, which QEMU leaves zero), pad3[4].
+I386_PRSTATUS = Layout("x86_elf_prstatus", I386Prstatus, "<", [
+    (None, "24x"), ("pid", "I"), (None, "44x"),
+    ("ebx", "I"), ("ecx", "I"), ("edx", "I"), ("esi", "I"), ("edi", "I"), ("ebp", "I"),
+    ("eax", "I"),
+    ("ds", "H"), (None, "2x"), ("es", "H"), (None, "2x"), ("fs", "H"), (None, "2x"),
+    ("gs", "H"), (None, "2x"),
+    ("orig_eax", "I"), ("eip", "I"), ("cs", "H"), (None, "2x"), ("eflags", "I"), ("esp", "I"),
+    ("ss", "H"), (None, "2x"), (None, "4x"),
+])  # fmt: skip
+
+
+class QemuCpuSegment(NamedTuple):
+    """QEMUCPUSegment (target/i386/arch_dump.c)."""
+
+    selector: int = 0
+    limit: int = 0
+    flags: int = 0
+    base: int = 0
+
+
+QEMU_CPU_SEGMENT = Layout("QEMUCPUSegment", QemuCpuSegment, "<", [
+    ("selector", "I"), ("limit", "I"), ("flags", "I"), (None, "4x"), ("base", "Q"),
+])  # fmt: skip
+
+
+class QemuCpuStateHead(NamedTuple):
+    """QEMUCPUState up to its segments: version, size and the general registers."""
+
+    version: int = 0
+    size: int = 0
+    rax: int = 0
+    rbx: int = 0
+    rcx: int = 0
+    rdx: int = 0
+    rsi: int = 0
+    rdi: int = 0
+    rsp: int = 0
+    rbp: int = 0
+    r8: int = 0
+    r9: int = 0
+    r10: int = 0
+    r11: int = 0
+    r12: int = 0
+    r13: int = 0
+    r14: int = 0
+    r15: int = 0
+    rip: int = 0
+    rflags: int = 0
+
+
+class QemuCpuStateTail(NamedTuple):
+    """QEMUCPUState after its segments: cr[5] and kernel_gs_base."""
+
+    cr0: int = 0
+    cr1: int = 0
+    cr2: int = 0
+    cr3: int = 0
+    cr4: int = 0
+    kernel_gs_base: int = 0
+
+
+#: QEMUCPUState is QEMU_CPU_STATE_HEAD, then the 10 segments (cs, ds, es, fs,
+#: gs, ss, ldt, tr, gdt, idt) as QEMU_CPU_SEGMENT, then QEMU_CPU_STATE_TAIL.
+QEMU_CPU_STATE_HEAD = Layout("QEMUCPUState (head)", QemuCpuStateHead, "<",
+                             [(n, "I" if n in ("version", "size") else "Q")
+                              for n in QemuCpuStateHead._fields])  # fmt: skip
+QEMU_CPU_STATE_TAIL = Layout("QEMUCPUState (tail)", QemuCpuStateTail, "<",
+                             [(n, "Q") for n in QemuCpuStateTail._fields])  # fmt: skip
+QEMU_CPU_STATE_SEGMENTS = 10
+#: sizeof(QEMUCPUState), in bytes.
+QEMU_CPU_STATE_SIZE = (
+    QEMU_CPU_STATE_HEAD.size
+    + QEMU_CPU_STATE_SEGMENTS * QEMU_CPU_SEGMENT.size
+    + QEMU_CPU_STATE_TAIL.size
+)
 QEMUCPUSTATE_VERSION = 1
