@@ -100,7 +100,7 @@ from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers import compress
-from qemu_vmcore.writers.elf import ELF32, ELF64, build_image, write_elf
+from qemu_vmcore.writers.elf import build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
 
 PAGE = 4096
@@ -525,7 +525,7 @@ def _notes_run(case: NotesCase, scratch: Path) -> None:
     # A desc on its own: whole entries only, bounded by the desc's size.
     loose = parse_nt_file(case.loose_desc)
     assert len(loose) <= max(0, (len(case.loose_desc) - 16) // 24)
-    assert len(list(E.iter_notes(case.loose_desc))) <= len(case.loose_desc) // E.NHDR.size
+    assert len(list(E.iter_notes(case.loose_desc))) <= len(case.loose_desc) // E.ELF64LE.nhdr.size
 
     blob = bytearray(_notes_blob(case.items))
     for pos, value in case.flips:
@@ -587,10 +587,10 @@ def _vmcoreinfo_run(case: tuple[str, bytes], scratch: Path) -> None:
         _check_fields(vmcoreinfo.parse_text(buf))
         return
     note, desc = vmcoreinfo.parse_note(buf)
-    namesz, descsz, ntype = E.NHDR.unpack_from(buf)
-    assert (namesz, ntype) == (11, 0)
+    h = E.ELF64LE.nhdr.unpack_from(buf)
+    assert (h.namesz, h.type) == (11, 0)
     assert note == buf[: len(note)] and len(note) % 4 == 0
-    assert desc == buf[24 : 24 + descsz] and len(desc) == descsz
+    assert desc == buf[24 : 24 + h.descsz] and len(desc) == h.descsz
     _check_fields(vmcoreinfo.parse_text(desc))  # what candidate_at() does next
 
 
@@ -1102,7 +1102,7 @@ def _elf_run(case: ElfCase, scratch: Path) -> None:
             image = build_image(
                 qc.ranges,
                 expected_notes or minimal_notes(),
-                elf=ELF64 if elfclass == E.ELFCLASS64 else ELF32,
+                elf=E.for_class(elfclass),
                 machine=machine,
                 mappings=mappings,
             )

@@ -22,7 +22,7 @@ from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
-from qemu_vmcore.writers.elf import ELF32, ELF64, ElfImage, VirtualLoad, build_image, write_elf
+from qemu_vmcore.writers.elf import ElfImage, VirtualLoad, build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
 from qemu_vmcore.writers.output import atomic_output, check_target
 
@@ -296,7 +296,7 @@ def elf_image(
     """The ELF vmcore's layout: PT_LOADs of the ranges, or with ``paging``
     of the guest's virtual mappings (QEMU's paging dump)."""
     elfclass, machine = qc.elf_arch()
-    elf = ELF64 if elfclass == E.ELFCLASS64 else ELF32
+    elf = E.for_class(elfclass, E.ELFDATA2LSB)  # x86 guests are little-endian
     mappings, loads = None, []
     if options.paging:
         from qemu_vmcore.guest import x86_mappings
@@ -339,7 +339,7 @@ def kdump_layout(
         kdump.page_runs(ranges),
         notes,
         flag=method.flag,
-        elfclass64=elfclass == E.ELFCLASS64,
+        elf=E.for_class(elfclass, E.ELFDATA2LSB),  # x86 guests are little-endian
         machine=b"x86_64" if machine == E.EM_X86_64 else b"i686",
         nr_cpus=len(qc.vcpus),
         phys_base=info.phys_base if info is not None else 0,

@@ -78,7 +78,7 @@ class Layout:
 
     @staticmethod
     def desc_at(at: int, note: E.Note) -> int:
-        return at + E.NHDR.size + E.align_up(len(note.name) + 1, 4)
+        return at + E.ELF64LE.nhdr.size + E.align_up(len(note.name) + 1, 4)
 
     def segment_at(self, hva: int) -> tuple[int, int, E.Phdr]:
         """(index, header offset, header) of the PT_LOAD that maps ``hva``."""
@@ -91,12 +91,12 @@ class Layout:
 
 def layout(path: Path) -> Layout:
     with open(path, "rb") as f:
-        ehdr = E.Ehdr(*E.EHDR64.unpack(f.read(E.EHDR64.size)))
+        ehdr = E.ELF64LE.ehdr.unpack(f.read(E.ELF64LE.ehdr.size))
         f.seek(ehdr.phoff)
-        raw = f.read(ehdr.phnum * E.PHDR64.size)
+        raw = f.read(ehdr.phnum * E.ELF64LE.phdr.size)
         phdrs = [
-            (ehdr.phoff + k * E.PHDR64.size, E.Phdr(*t))
-            for k, t in enumerate(E.PHDR64.iter_unpack(raw))
+            (ehdr.phoff + k * E.ELF64LE.phdr.size, p)
+            for k, p in enumerate(E.ELF64LE.phdr.iter_unpack(raw))
         ]
         notes = []
         for _, p in phdrs:

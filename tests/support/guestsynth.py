@@ -144,7 +144,7 @@ def fake_note(release: str = FAKE_RELEASE, **changes: str | None) -> bytes:
 
 def raw_note(descsz: int, desc: bytes = b"", *, namesz: int = 11, ntype: int = 0) -> bytes:
     """A note header claiming ``descsz`` bytes, the VMCOREINFO name, then ``desc`` as is."""
-    return E.NHDR.pack(namesz, descsz, ntype) + b"VMCOREINFO\0\0" + desc
+    return E.ELF64LE.nhdr.pack(namesz=namesz, descsz=descsz, type=ntype) + b"VMCOREINFO\0\0" + desc
 
 
 def kernel_page_tables(ram: bytearray) -> tuple[tuple[int, bool], ...]:
@@ -162,7 +162,7 @@ def kernel_page_tables(ram: bytearray) -> tuple[tuple[int, bool], ...]:
 
 #: Note headers with the sizes and types a parser must refuse or bound.
 note_headers = st.builds(
-    lambda namesz, descsz, ntype: E.NHDR.pack(namesz, descsz, ntype),
+    lambda namesz, descsz, ntype: E.ELF64LE.nhdr.pack(namesz=namesz, descsz=descsz, type=ntype),
     st.sampled_from([11, 11, 11, 0, 12, 0xFFFFFFFF]),
     st.one_of(
         st.integers(0, 300),

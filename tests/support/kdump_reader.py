@@ -4,7 +4,8 @@ Parses what crash and libkdumpfile parse (header version 6): the disk dump
 header, the sub-header, the notes, the 1st bitmap and the page descriptors,
 and decompresses pages by their descriptor's flag. ``unflatten`` turns
 makedumpfile's flattened stream back into the dump, as ``makedumpfile -R``.
-Layouts are spelled out here on purpose, not imported from the library.
+Layouts are spelled out here on purpose, not imported from the library: an
+oracle that shared the writer's layouts would agree with any mistake in them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PAGE = 4096
 HEADER64 = struct.Struct("<8sI390s22sIIIIIIIIII")
@@ -20,6 +22,44 @@ SUB64 = struct.Struct("<QIIQQQQQQQQQQQ")
 SUB32 = struct.Struct("<IIIIIQIQIQIQQQ")
 DESC = struct.Struct("<QIIQ")
 ZLIB, LZO, SNAPPY, ZSTD = 0x1, 0x2, 0x4, 0x20
+
+
+class Header(NamedTuple):
+    """struct disk_dump_header (timestamp with its leading padding, unparsed)."""
+
+    signature: bytes
+    header_version: int
+    utsname: bytes
+    timestamp: bytes
+    status: int
+    block_size: int
+    sub_hdr_size: int
+    bitmap_blocks: int
+    max_mapnr: int
+    total_ram_blocks: int
+    device_blocks: int
+    written_blocks: int
+    current_cpu: int
+    nr_cpus: int
+
+
+class SubHeader(NamedTuple):
+    """struct kdump_sub_header."""
+
+    phys_base: int
+    dump_level: int
+    split: int
+    start_pfn: int
+    end_pfn: int
+    offset_vmcoreinfo: int
+    size_vmcoreinfo: int
+    offset_note: int
+    size_note: int
+    offset_eraseinfo: int
+    size_eraseinfo: int
+    start_pfn_64: int
+    end_pfn_64: int
+    max_mapnr_64: int
 
 
 def _decompress(flags: int, data: bytes) -> bytes:
@@ -45,69 +85,68 @@ class Kdump:
     """A parsed kdump-compressed file (the whole file in memory: tests only)."""
 
     data: bytes
-    header: tuple
-    sub: tuple
+    header: Header
+    sub: SubHeader
     bits64: bool
 
     @classmethod
     def parse(cls, data: bytes, *, bits64: bool = True) -> Kdump:
-        header = (HEADER64 if bits64 else HEADER32).unpack_from(data, 0)
-        assert header[0] == b"KDUMP   ", header[0]
-        block = header[5]
-        sub = (SUB64 if bits64 else SUB32).unpack_from(data, block)
+        header = Header._make((HEADER64 if bits64 else HEADER32).unpack_from(data, 0))
+        assert header.signature == b"KDUMP   ", header.signature
+        sub = SubHeader._make((SUB64 if bits64 else SUB32).unpack_from(data, header.block_size))
         return cls(data, header, sub, bits64)
 
     # header fields
     @property
     def version(self) -> int:
-        return self.header[1]
+        return self.header.header_version
 
     @property
     def machine(self) -> bytes:
-        return self.header[2][4 * 65 : 5 * 65].rstrip(b"\0")
+        return self.header.utsname[4 * 65 : 5 * 65].rstrip(b"\0")
 
     @property
     def status(self) -> int:
-        return self.header[4]
+        return self.header.status
 
     @property
     def block_size(self) -> int:
-        return self.header[5]
+        return self.header.block_size
 
     @property
     def sub_hdr_size(self) -> int:
-        return self.header[6]
+        return self.header.sub_hdr_size
 
     @property
     def bitmap_blocks(self) -> int:
-        return self.header[7]
+        return self.header.bitmap_blocks
 
     @property
     def nr_cpus(self) -> int:
-        return self.header[13]
+        return self.header.nr_cpus
 
     # sub-header fields
     @property
     def phys_base(self) -> int:
-        return self.sub[0]
+        return self.sub.phys_base
 
     @property
     def dump_level(self) -> int:
-        return self.sub[1]
+        return self.sub.dump_level
 
     @property
     def vmcoreinfo(self) -> bytes:
-        offset, size = self.sub[5], self.sub[6]
+        offset, size = self.sub.offset_vmcoreinfo, self.sub.size_vmcoreinfo
         return self.data[offset : offset + size]
 
     @property
     def notes(self) -> bytes:
-        offset, size = self.sub[7], self.sub[8]
+        offset, size = self.sub.offset_note, self.sub.size_note
         return self.data[offset : offset + size]
 
     @property
     def max_mapnr(self) -> int:
-        return self.sub[13]
+        return self.sub.max_mapnr_64
 
     # bitmaps and pages
     @property

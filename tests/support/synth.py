@@ -34,9 +34,9 @@ from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE = 4096
-PF_R, PF_W, PF_X = 4, 2, 1
-PT_PHDR = 6
-AT_PHNUM = 5
+PF_R, PF_W, PF_X = E.PF_R, E.PF_W, E.PF_X
+PT_PHDR = E.PT_PHDR
+AT_PHNUM = E.AT_PHNUM
 NT_GNU_PROPERTY_TYPE_0 = 5
 
 
@@ -97,16 +97,17 @@ def prpsinfo(
     *, pid: int = 1234, uid: int = 1000, gid: int = 1000, fname: bytes = b"prog", args: bytes = b""
 ) -> bytes:
     """The desc of an NT_PRPSINFO note (struct elf_prpsinfo, x86_64)."""
-    return E.PRPSINFO64.pack(
-        b"R", b"R", b"\0", b"\0", 0x400600, uid, gid, pid, 1, pid, pid, fname, args
-    )
+    return E.ELF64LE.prpsinfo.pack(
+        state=b"R", sname=b"R", flag=0x400600, uid=uid, gid=gid, pid=pid, ppid=1, pgrp=pid,
+        sid=pid, fname=fname, psargs=args,
+    )  # fmt: skip
 
 
 def nt_file(entries: Sequence[FileEntry], page_size: int = PAGE) -> bytes:
     """The desc of an NT_FILE note: count, page size, the table, the names."""
-    out = bytearray(E.NT_FILE_HEADER.pack(len(entries), page_size))
+    out = bytearray(E.ELF64LE.nt_file_header.pack(count=len(entries), page_size=page_size))
     for e in entries:
-        out += E.NT_FILE_ENTRY.pack(e.start, e.end, e.pgoff)
+        out += E.ELF64LE.nt_file_entry.pack(start=e.start, end=e.end, file_ofs=e.pgoff)
     for e in entries:
         path = e.path.encode("utf-8", "surrogateescape") if isinstance(e.path, str) else e.path
         out += path + b"\0"
@@ -116,7 +117,8 @@ def nt_file(entries: Sequence[FileEntry], page_size: int = PAGE) -> bytes:
 def auxv(pairs: Mapping[int, int] | Iterable[tuple[int, int]]) -> bytes:
     """The desc of an NT_AUXV note, AT_NULL-terminated."""
     items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    return b"".join(E.AUXV64.pack(k, v) for k, v in items) + E.AUXV64.pack(E.AT_NULL, 0)
+    entries = [E.ELF64LE.auxv.pack(type=k, val=v) for k, v in items]
+    return b"".join(entries) + E.ELF64LE.auxv.pack(type=E.AT_NULL)
 
 
 def core_notes(
@@ -149,24 +151,22 @@ def ehdr64(
     shnum: int = 0,
     elf_type: int = E.ET_CORE,
     machine: int = E.EM_X86_64,
-    phoff: int = E.EHDR64.size,
+    phoff: int = E.ELF64LE.ehdr.size,
     entry: int = 0,
 ) -> bytes:
-    return E.EHDR64.pack(
-        E.ident(E.ELFCLASS64),
-        elf_type,
-        machine,
-        E.EV_CURRENT,
-        entry,
-        phoff,
-        shoff,
-        0,
-        E.EHDR64.size,
-        E.PHDR64.size,
-        phnum,
-        E.SHDR64.size if shnum else 0,
-        shnum,
-        0,
+    return E.ELF64LE.ehdr.pack(
+        ident=E.ident(E.ELFCLASS64),
+        type=elf_type,
+        machine=machine,
+        version=E.EV_CURRENT,
+        entry=entry,
+        phoff=phoff,
+        shoff=shoff,
+        ehsize=E.ELF64LE.ehdr.size,
+        phentsize=E.ELF64LE.phdr.size,
+        phnum=phnum,
+        shentsize=E.ELF64LE.shdr.size if shnum else 0,
+        shnum=shnum,
     )
 
 
@@ -192,9 +192,9 @@ def write_core(
     loads = list(loads)
     phdr_count = (1 if notes else 0) + len(extra_phdrs) + len(loads)
     xnum = phdr_count >= E.PN_XNUM
-    phoff = E.EHDR64.size
-    shoff = phoff + phdr_count * E.PHDR64.size if xnum else 0
-    notes_offset = phoff + phdr_count * E.PHDR64.size + (E.SHDR64.size if xnum else 0)
+    phoff = E.ELF64LE.ehdr.size
+    shoff = phoff + phdr_count * E.ELF64LE.phdr.size if xnum else 0
+    notes_offset = phoff + phdr_count * E.ELF64LE.phdr.size + (E.ELF64LE.shdr.size if xnum else 0)
     offset = E.align_up(notes_offset + len(notes), align)
     for ld in loads:
         if ld.offset is None:
@@ -204,11 +204,19 @@ def write_core(
 
     phdrs = []
     if notes:
-        phdrs.append(E.Phdr(E.PT_NOTE, 0, notes_offset, 0, 0, len(notes), 0, 0))
+        phdrs.append(E.Phdr(type=E.PT_NOTE, offset=notes_offset, filesz=len(notes)))
     phdrs.extend(extra_phdrs)
     for ld in loads:
         phdrs.append(
-            E.Phdr(E.PT_LOAD, ld.flags, ld.offset, ld.vaddr, 0, ld.file_size, ld.mem_size, align)
+            E.Phdr(
+                type=E.PT_LOAD,
+                flags=ld.flags,
+                offset=ld.offset,
+                vaddr=ld.vaddr,
+                filesz=ld.file_size,
+                memsz=ld.mem_size,
+                align=align,
+            )  # fmt: skip
         )
 
     head = bytearray(
@@ -220,9 +228,9 @@ def write_core(
             machine=machine,
         )
     )
-    head += b"".join(E.PHDR64.pack(*p) for p in phdrs)
+    head += b"".join(E.ELF64LE.phdr.pack(p) for p in phdrs)
     if xnum:
-        head += E.SHDR64.pack(0, 0, 0, 0, 0, 0, 0, phdr_count, 0, 0)
+        head += E.ELF64LE.shdr.pack(info=phdr_count)
     head += notes
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -266,6 +274,12 @@ def allocated_bytes(path: str | os.PathLike[str]) -> int:
 # -- an in-memory executable, for build-id lookup --------------------------------
 
 
+def _phdr(p_type: int, at: int, size: int, *, align: int) -> E.Phdr:
+    """A read-only segment of an executable file, loaded at its file offset ``at``."""
+    return E.Phdr(type=p_type, flags=PF_R, offset=at, vaddr=at, paddr=at, filesz=size,
+                  memsz=size, align=align)  # fmt: skip
+
+
 def fake_executable_page(build_id: bytes, *, phdr_vaddr: int = 64, with_pt_phdr: bool = True):
     """The first page of a PIE executable as it sits in memory.
 
@@ -279,18 +293,18 @@ def fake_executable_page(build_id: bytes, *, phdr_vaddr: int = 64, with_pt_phdr:
     abi = E.note_bytes(b"GNU", 1, bytes(16))  # NT_GNU_ABI_TAG, after the build-id
     phdrs = []
     if with_pt_phdr:
-        phdrs.append(E.Phdr(PT_PHDR, PF_R, phdr_vaddr, phdr_vaddr, phdr_vaddr, 0, 0, 8))
+        phdrs.append(_phdr(PT_PHDR, phdr_vaddr, 0, align=8))  # sized below
     phdrs += [
-        E.Phdr(E.PT_LOAD, PF_R, 0, 0, 0, PAGE, PAGE, PAGE),
-        E.Phdr(E.PT_NOTE, PF_R, prop_at, prop_at, prop_at, len(prop), len(prop), 8),
-        E.Phdr(E.PT_NOTE, PF_R, bid_at, bid_at, bid_at, len(bid + abi), len(bid + abi), 4),
+        _phdr(E.PT_LOAD, 0, PAGE, align=PAGE),
+        _phdr(E.PT_NOTE, prop_at, len(prop), align=8),
+        _phdr(E.PT_NOTE, bid_at, len(bid + abi), align=4),
     ]
     if with_pt_phdr:
-        size = len(phdrs) * E.PHDR64.size
+        size = len(phdrs) * E.ELF64LE.phdr.size
         phdrs[0] = phdrs[0]._replace(filesz=size, memsz=size)
     page = bytearray(PAGE)
-    page[: E.EHDR64.size] = ehdr64(phnum=len(phdrs), elf_type=E.ET_DYN, phoff=phdr_vaddr)
-    raw = b"".join(E.PHDR64.pack(*p) for p in phdrs)
+    page[: E.ELF64LE.ehdr.size] = ehdr64(phnum=len(phdrs), elf_type=E.ET_DYN, phoff=phdr_vaddr)
+    raw = b"".join(E.ELF64LE.phdr.pack(p) for p in phdrs)
     page[phdr_vaddr : phdr_vaddr + len(raw)] = raw
     page[prop_at : prop_at + len(prop)] = prop
     page[bid_at : bid_at + len(bid + abi)] = bid + abi
@@ -413,7 +427,7 @@ def small_core(path: str | os.PathLike[str]) -> SmallCore:
     )
     loads = [Load(EXE_BASE, page), Load(0x10000, b"abc" * 100)]
     core = write_core(path, loads, notes, align=256)
-    phdr = [64 + k * E.PHDR64.size for k in range(core.phnum)]
+    phdr = [64 + k * E.ELF64LE.phdr.size for k in range(core.phnum)]
     # e_entry, e_phoff, e_shoff, then p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align.
     fields64 = [24, 32, 40] + [p + f for p in phdr for f in range(8, 56, 8)]
     # e_version, e_flags; p_type, p_flags; each note's namesz, descsz and type.

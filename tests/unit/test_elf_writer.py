@@ -15,7 +15,7 @@ from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.host.core import open_core
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.writers.elf import ELF32, ELF64, build_image, write_elf
+from qemu_vmcore.writers.elf import build_image, write_elf
 
 NOTES = E.note_bytes(b"CORE", E.NT_PRSTATUS, bytes(range(256)) + bytes(80)) + E.note_bytes(
     b"QEMU", 0, b"\x01" * 0x1B8
@@ -45,7 +45,7 @@ def expected_bytes(r: GuestRange, ram: bytes, hi: bytes) -> bytes:
     return bytes(r.size)
 
 
-def write_vmcore(tmp_path, ranges, *, elf=ELF64, machine=E.EM_X86_64, notes=NOTES):
+def write_vmcore(tmp_path, ranges, *, elf=E.ELF64LE, machine=E.EM_X86_64, notes=NOTES):
     core, ram, hi = synth.ram_core(tmp_path / "core")
     image = build_image(ranges, notes, elf=elf, machine=machine)
     out = tmp_path / "vmcore"
@@ -142,7 +142,7 @@ def test_our_vmcore_is_a_core_hostcore_can_read(elf64):
 
 
 def test_elf32(tmp_path):
-    _, ram, hi, image, out, done = write_vmcore(tmp_path, [R0, R1], elf=ELF32, machine=E.EM_386)
+    _, ram, hi, image, out, done = write_vmcore(tmp_path, [R0, R1], elf=E.ELF32LE, machine=E.EM_386)
     assert sum(done) == R0.size + R1.size
     with open(out, "rb") as f:
         elf = ELFFile(f)
@@ -180,12 +180,12 @@ def _ranges(n: int) -> list[GuestRange]:
 @pytest.mark.parametrize(("n", "xnum"), [(65_533, False), (65_534, True)])
 def test_pn_xnum_starts_at_65535_headers(n, xnum):
     image = build_image(_ranges(n), NOTES)
-    ehdr = E.Ehdr(*E.EHDR64.unpack_from(image.head))
+    ehdr = E.ELF64LE.ehdr.unpack_from(image.head)
     if xnum:
         assert ehdr.phnum == E.PN_XNUM
         assert (ehdr.shnum, ehdr.shentsize) == (1, 64)
         assert ehdr.shoff == 64 + (n + 1) * 56
-        assert E.SHDR64.unpack_from(image.head, ehdr.shoff)[7] == n + 1  # sh_info
+        assert E.ELF64LE.shdr.unpack_from(image.head, ehdr.shoff).info == n + 1
     else:
         assert ehdr.phnum == n + 1
         assert (ehdr.shoff, ehdr.shnum, ehdr.shentsize) == (0, 0, 0)
@@ -196,14 +196,14 @@ def test_pn_xnum_elf32_header():
     image = build_image(
         [GuestRange(k << 12, (k << 12) + 16, 0, "b", "r", 1) for k in range(n)],
         NOTES,
-        elf=ELF32,
+        elf=E.ELF32LE,
         machine=E.EM_386,
     )
-    f = E.EHDR32.unpack_from(image.head)
-    phnum, shentsize, shnum, shoff = f[10], f[11], f[12], f[6]
-    assert (phnum, shentsize, shnum) == (E.PN_XNUM, 40, 1)
+    ehdr = E.ELF32LE.ehdr.unpack_from(image.head)
+    assert (ehdr.phnum, ehdr.shentsize, ehdr.shnum) == (E.PN_XNUM, 40, 1)
+    shoff = ehdr.shoff
     assert shoff == 52 + (n + 1) * 32
-    assert E.SHDR32.unpack_from(image.head, shoff)[7] == n + 1
+    assert E.ELF32LE.shdr.unpack_from(image.head, shoff).info == n + 1
     notes_at = shoff + 40
     assert image.head[notes_at:] == NOTES
     elf = ELFFile(io.BytesIO(image.head))
@@ -231,13 +231,13 @@ def test_pn_xnum_vmcore_header(xnum_vmcore):
     *_, out, done = xnum_vmcore
     assert sum(done) == 16 * XNUM_RANGES
     with open(out, "rb") as f:
-        ehdr = E.Ehdr(*E.EHDR64.unpack(f.read(64)))
+        ehdr = E.ELF64LE.ehdr.unpack(f.read(64))
         assert ehdr.phnum == E.PN_XNUM and ehdr.phoff == 64
         assert ehdr.shnum == 1 and ehdr.shoff == 64 + (XNUM_RANGES + 1) * 56
         f.seek(ehdr.shoff)
-        sh0 = E.SHDR64.unpack(f.read(64))
-        assert sh0[1] == 0  # SHT_NULL
-        assert sh0[7] == XNUM_RANGES + 1  # sh_info: the real phnum
+        sh0 = E.ELF64LE.shdr.unpack(f.read(64))
+        assert sh0.type == 0  # SHT_NULL
+        assert sh0.info == XNUM_RANGES + 1  # the real phnum
         f.seek(0)
         elf = ELFFile(f)
         assert elf["e_phnum"] == E.PN_XNUM
@@ -251,7 +251,7 @@ def test_pn_xnum_vmcore_header(xnum_vmcore):
 def test_pn_xnum_vmcore_every_load(xnum_vmcore):
     payload, ranges, image, out, _ = xnum_vmcore
     raw = out.read_bytes()
-    phdrs = [E.Phdr(*t) for t in E.PHDR64.iter_unpack(raw[64 : 64 + (XNUM_RANGES + 1) * 56])]
+    phdrs = list(E.ELF64LE.phdr.iter_unpack(raw[64 : 64 + (XNUM_RANGES + 1) * 56]))
     assert phdrs[0].type == E.PT_NOTE
     loads = phdrs[1:]
     assert all(p.type == E.PT_LOAD for p in loads)

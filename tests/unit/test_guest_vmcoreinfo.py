@@ -57,7 +57,7 @@ from qemu_vmcore.guest.vmcoreinfo import (
 )
 from qemu_vmcore.layouts import elf as E
 
-HEADER = E.NHDR.size + 12  # header + "VMCOREINFO\0" padded
+HEADER = E.ELF64LE.nhdr.size + 12  # header + "VMCOREINFO\0" padded
 
 
 def run_find(ram, device=None, state="no vmcoreinfo device", roots=()) -> Search:
@@ -159,8 +159,14 @@ def test_parse_text_line_cap_is_inclusive():
         (raw_note(4, b"OSRE", ntype=1), "not a VMCOREINFO note"),
         (raw_note(0xFFFFFFF0), "over the"),
         (raw_note(MAX_NOTE_SIZE + 1), "over the"),
-        (E.NHDR.pack(11, 4, 0) + b"VMCOREINFX\0\0OSRE", "name is not VMCOREINFO"),
-        (E.NHDR.pack(11, 4, 0) + b"VMCOREINFO", "name is not VMCOREINFO"),  # cut name
+        (
+            E.ELF64LE.nhdr.pack(namesz=11, descsz=4) + b"VMCOREINFX\0\0OSRE",
+            "name is not VMCOREINFO",
+        ),
+        (
+            E.ELF64LE.nhdr.pack(namesz=11, descsz=4) + b"VMCOREINFO",
+            "name is not VMCOREINFO",
+        ),  # cut name
         (raw_note(100, b"OSRELEASE=1\n"), "runs past"),
         (raw_note(5, b"OSREL"), "runs past"),  # desc padding is part of the note
     ],
@@ -512,10 +518,10 @@ def test_parse_note_raises_only_vmcoreinfo_error(buf):
         note, desc = parse_note(buf)
     except VmcoreInfoError:
         return
-    namesz, descsz, ntype = E.NHDR.unpack_from(buf)
-    assert (namesz, ntype) == (11, 0)
+    h = E.ELF64LE.nhdr.unpack_from(buf)
+    assert (h.namesz, h.type) == (11, 0)
     assert note == buf[: len(note)] and len(note) % 4 == 0
-    assert desc == buf[HEADER : HEADER + descsz] and len(desc) == descsz
+    assert desc == buf[HEADER : HEADER + h.descsz] and len(desc) == h.descsz
 
 
 @given(descs)

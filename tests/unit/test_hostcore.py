@@ -251,7 +251,7 @@ def test_truncated_by_one_byte_but_not_at_the_exact_size(layout):
 
 
 def test_truncated_inside_the_program_headers(layout):
-    os.truncate(layout.path, 64 + 2 * E.PHDR64.size + 5)
+    os.truncate(layout.path, 64 + 2 * E.ELF64LE.phdr.size + 5)
     with pytest.raises(CoreFileError, match="truncated core"):
         open_core(layout.path)
 
@@ -333,7 +333,9 @@ def test_no_notes_at_all(tmp_path):
 
 def test_auxv_stops_at_at_null_and_keeps_the_first_value(tmp_path):
     desc = synth.auxv([(E.AT_PHDR, 0x1040), (E.AT_ENTRY, 0x2000), (E.AT_PHDR, 0x9999)])
-    desc += E.AUXV64.pack(E.AT_EXECFN, 0x7777) + b"\x01\x02\x03"  # after AT_NULL; ragged end
+    desc += (
+        E.ELF64LE.auxv.pack(type=E.AT_EXECFN, val=0x7777) + b"\x01\x02\x03"
+    )  # after AT_NULL; ragged end
     notes = E.note_bytes(b"CORE", E.NT_AUXV, desc)
     core = synth.write_core(tmp_path / "core", [Load(0x1000, b"x")], notes)
     with open_core(core.path) as c:
@@ -450,7 +452,7 @@ def xnum_core(tmp_path_factory):
 
 def test_pn_xnum_core(xnum_core):
     with open(xnum_core.path, "rb") as f:
-        assert E.Ehdr(*E.EHDR64.unpack(f.read(E.EHDR64.size))).phnum == E.PN_XNUM
+        assert E.ELF64LE.ehdr.unpack(f.read(E.ELF64LE.ehdr.size)).phnum == E.PN_XNUM
     with open_core(xnum_core.path) as c:
         assert len(c.segments) == XNUM_LOADS
         assert c.process.pid == 77 and c.process.fname == "big"
@@ -467,10 +469,18 @@ def test_pn_xnum_core(xnum_core):
 
 def _xnum_header_core(tmp_path: Path, *, shoff: int, sh_info: int | None) -> Path:
     path = tmp_path / "core"
-    phdr = E.PHDR64.pack(E.PT_LOAD, 6, 0x1000, 0x1000, 0, 1, 1, PAGE)
+    phdr = E.ELF64LE.phdr.pack(
+        type=E.PT_LOAD,
+        flags=E.PF_R | E.PF_W,
+        offset=0x1000,
+        vaddr=0x1000,
+        filesz=1,
+        memsz=1,
+        align=PAGE,
+    )
     data = bytearray(synth.ehdr64(phnum=E.PN_XNUM, shoff=shoff, shnum=1) + phdr)
     if sh_info is not None:
-        data += E.SHDR64.pack(0, 0, 0, 0, 0, 0, 0, sh_info, 0, 0)
+        data += E.ELF64LE.shdr.pack(info=sh_info)
     path.write_bytes(bytes(data.ljust(0x1001, b"\1")))
     return path
 
@@ -552,9 +562,10 @@ def test_unknown_elf_type(tmp_path):
 
 
 def test_elf32(tmp_path):
-    head = E.EHDR32.pack(
-        E.ident(E.ELFCLASS32), E.ET_CORE, E.EM_386, 1, 0, 52, 0, 0, 52, 32, 0, 0, 0, 0
-    )
+    head = E.ELF32LE.ehdr.pack(
+        ident=E.ident(E.ELFCLASS32), type=E.ET_CORE, machine=E.EM_386, version=E.EV_CURRENT,
+        phoff=52, ehsize=52, phentsize=32,
+    )  # fmt: skip
     (tmp_path / "core32").write_bytes(head + bytes(200))
     assert_core_error(tmp_path / "core32", "not a 64-bit little-endian ELF file")
 
@@ -699,11 +710,11 @@ def test_parse_nt_file_round_trip(entries, page_size):
 @given(st.binary(max_size=2000))
 def test_iter_notes_never_raises_on_garbage(buf):
     notes = list(E.iter_notes(buf))
-    assert len(notes) <= len(buf) // E.NHDR.size
+    assert len(notes) <= len(buf) // E.ELF64LE.nhdr.size
     offsets = [n.offset for n in notes]
     assert offsets == sorted(set(offsets))
     for n in notes:
-        assert n.offset + E.NHDR.size + len(n.desc) <= len(buf)
+        assert n.offset + E.ELF64LE.nhdr.size + len(n.desc) <= len(buf)
 
 
 @given(

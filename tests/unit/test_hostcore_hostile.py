@@ -43,6 +43,7 @@ from qemu_vmcore.layouts import elf as E
 
 #: A subprocess that takes longer than this has blocked (each needs < 2 s).
 TIMEOUT = 30
+RW = E.PF_R | E.PF_W
 
 
 def refused(path: Path, *needles: str) -> CoreFileError:
@@ -58,7 +59,7 @@ def refused(path: Path, *needles: str) -> CoreFileError:
 
 def phdr_at(index: int) -> int:
     """File offset of program header ``index`` (with notes, 0 is the PT_NOTE)."""
-    return E.EHDR64.size + index * E.PHDR64.size
+    return E.ELF64LE.ehdr.size + index * E.ELF64LE.phdr.size
 
 
 def patch(path: Path, offset: int, fmt: str, *values: int) -> None:
@@ -102,15 +103,32 @@ def test_the_kernel_layout_and_its_one_page_dumps_pass(tmp_path):
 def test_gcore_layout_passes(tmp_path):
     """gdb's gcore: p_align 1, loads packed right after the headers, notes last."""
     notes = synth.core_notes(psinfo=synth.prpsinfo(fname=b"qemu-system-x86"))
-    start = E.EHDR64.size + 4 * E.PHDR64.size
+    start = E.ELF64LE.ehdr.size + 4 * E.ELF64LE.phdr.size
     a, b = synth.pattern(0x1234, 1), synth.pattern(0x2000, 2)
     phdrs = [
-        E.Phdr(E.PT_NOTE, 0, start + len(a) + len(b), 0, 0, len(notes), 0, 1),
-        E.Phdr(E.PT_LOAD, 6, start, 0x1000, 0, len(a), len(a), 1),
-        E.Phdr(E.PT_LOAD, 6, start + len(a), 0x10000, 0, len(b), len(b), 1),
-        E.Phdr(E.PT_LOAD, 4, 0x77, 0x20000, 0, 0, PAGE, 1),  # not dumped: offset unused
+        E.Phdr(type=E.PT_NOTE, offset=start + len(a) + len(b), filesz=len(notes), align=1),
+        E.Phdr(
+            type=E.PT_LOAD,
+            flags=RW,
+            offset=start,
+            vaddr=0x1000,
+            filesz=len(a),
+            memsz=len(a),
+            align=1,
+        ),
+        E.Phdr(
+            type=E.PT_LOAD,
+            flags=RW,
+            offset=start + len(a),
+            vaddr=0x10000,
+            filesz=len(b),
+            memsz=len(b),
+            align=1,
+        ),
+        # Not dumped: its offset is unused.
+        E.Phdr(type=E.PT_LOAD, flags=E.PF_R, offset=0x77, vaddr=0x20000, memsz=PAGE, align=1),
     ]
-    raw = synth.ehdr64(phnum=4) + b"".join(E.PHDR64.pack(*p) for p in phdrs) + a + b + notes
+    raw = synth.ehdr64(phnum=4) + b"".join(E.ELF64LE.phdr.pack(p) for p in phdrs) + a + b + notes
     (tmp_path / "core").write_bytes(raw)
     with open_core(tmp_path / "core") as c:
         assert c.read(0x1000, len(a)) == a and c.read(0x10000, len(b)) == b
@@ -150,7 +168,7 @@ def test_grown_filesz_overlaps_the_next_segment(kernel_like):
 
 @pytest.mark.parametrize(
     ("offset", "other"),
-    [(0, "the ELF header"), (E.EHDR64.size, "the program headers"), (None, "the notes")],
+    [(0, "the ELF header"), (E.ELF64LE.ehdr.size, "the program headers"), (None, "the notes")],
 )
 def test_a_segment_over_the_headers_or_notes_is_refused(kernel_like, offset, other):
     at = kernel_like.notes_offset if offset is None else offset

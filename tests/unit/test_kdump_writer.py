@@ -168,13 +168,14 @@ def test_sub_header_notes_and_vmcoreinfo(core, tmp_path):
         (b"QEMU", 0), (b"QEMU", 0), (b"VMCOREINFO", 0),
     ]  # fmt: skip
     assert dump.notes.endswith(info.note)
-    assert dump.sub[7] == PAGE + K.KDUMP_SUB_HEADER64.size  # notes right after the sub-header
-    assert dump.sub_hdr_size == -(-(K.KDUMP_SUB_HEADER64.size + len(dump.notes)) // PAGE)
+    sub_size = K.for_class(E.ELFCLASS64).kdump_sub_header.size
+    assert dump.sub.offset_note == PAGE + sub_size  # notes right after the sub-header
+    assert dump.sub_hdr_size == -(-(sub_size + len(dump.notes)) // PAGE)
 
 
 def test_without_vmcoreinfo(core, tmp_path):
     dump = Kdump.parse(write(core, tmp_path, format="kdump-zstd"))
-    assert (dump.phys_base, dump.sub[5], dump.sub[6]) == (0, 0, 0)
+    assert (dump.phys_base, dump.sub.offset_vmcoreinfo, dump.sub.size_vmcoreinfo) == (0, 0, 0)
     assert [n.name for n in E.iter_notes(dump.notes)] == [b"CORE", b"CORE", b"QEMU", b"QEMU"]
 
 
@@ -201,9 +202,12 @@ def test_no_ram_no_dump(core, tmp_path):
 
 
 def test_layouts_are_qemus():
-    assert (K.DISKDUMP_HEADER64.size, K.DISKDUMP_HEADER32.size) == (464, 452)
-    assert (K.KDUMP_SUB_HEADER64.size, K.KDUMP_SUB_HEADER32.size) == (104, 80)
-    assert (K.PAGE_DESC.size, K.MDF_HEADER.size, K.MDF_DATA_HEADER.size) == (24, 32, 16)
+    """The header formats QEMU's dump.c writes (sizes: see test_layouts.py)."""
+    k64, k32 = K.for_class(E.ELFCLASS64), K.for_class(E.ELFCLASS32)
+    assert k64.disk_dump_header.struct.format == "<8sI390s6xqqIIIIIIIIII"
+    assert k32.disk_dump_header.struct.format == "<8sI390s2xiiIIIIIIIIII"
+    assert k64.kdump_sub_header.struct.format == "<QIIQQQQQQQQQQQ"
+    assert k32.kdump_sub_header.struct.format == "<IIIIIQIQIQIQQQ"
 
 
 def test_flattened_is_the_same_dump(core, tmp_path):

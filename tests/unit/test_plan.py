@@ -9,7 +9,7 @@ from qemu_vmcore.guest.x86_mappings import Mapping
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, OptionError, parse_size, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.writers.elf import ELF32, build_image
+from qemu_vmcore.writers.elf import build_image
 
 G4 = 1 << 32
 R0 = GuestRange(0, 0xA0000, 0x7000_0000_0000, "pc.ram", "lo", 1)
@@ -126,22 +126,15 @@ def test_elf32_leaves_out_what_it_cannot_hold():
         Mapping(0x1000, 0xC000_1000, 0x1000),
         Mapping(0x2000, 0xFFFF_8880_0000_2000, 0x1000),
     ]
-    image = build_image([R0, R1], b"n", elf=ELF32, machine=E.EM_386, mappings=mappings)
+    image = build_image([R0, R1], b"n", elf=E.ELF32LE, machine=E.EM_386, mappings=mappings)
     phdrs = parse_phdrs(image.head, elf32=True)
     assert [(p.vaddr, p.paddr) for p in phdrs[1:]] == [(0xC000_1000, 0x1000)]
 
 
 def parse_phdrs(head: bytes, elf32: bool = False) -> list[E.Phdr]:
-    ehdr = (E.EHDR32 if elf32 else E.EHDR64).unpack_from(head)
-    phoff, phnum = ehdr[5], ehdr[10]
-    out = []
-    for i in range(phnum):
-        if elf32:
-            t, off, va, pa, fs, ms, fl, al = E.PHDR32.unpack_from(head, phoff + i * E.PHDR32.size)
-            out.append(E.Phdr(t, fl, off, va, pa, fs, ms, al))
-        else:
-            out.append(E.Phdr(*E.PHDR64.unpack_from(head, phoff + i * E.PHDR64.size)))
-    return out
+    elf = E.ELF32LE if elf32 else E.ELF64LE
+    ehdr = elf.ehdr.unpack_from(head)
+    return [elf.phdr.unpack_from(head, ehdr.phoff + i * elf.phdr.size) for i in range(ehdr.phnum)]
 
 
 # -- the command line ------------------------------------------------------------

@@ -43,6 +43,8 @@ MAX_LINES = 4096
 #: many, and each costs a read and a parse.
 MAX_CANDIDATES = 4096
 NAME = b"VMCOREINFO"
+#: The guest's note header: an x86 guest is little-endian.
+NHDR = E.ELF64LE.nhdr
 START_KERNEL_MAP = 0xFFFFFFFF80000000
 #: x86_64's largest KERNEL_IMAGE_SIZE (with KASLR); modules start above it.
 KERNEL_IMAGE_MAX = 1 << 30
@@ -132,14 +134,15 @@ def parse_note(buf: bytes) -> tuple[bytes, bytes]:
 
     :raises VmcoreInfoError: not a VMCOREINFO note, or sizes out of bounds.
     """
-    if len(buf) < E.NHDR.size:
+    if len(buf) < NHDR.size:
         raise VmcoreInfoError("shorter than a note header")
-    namesz, descsz, ntype = E.NHDR.unpack_from(buf)
+    h = NHDR.unpack_from(buf)
+    namesz, descsz, ntype = h.namesz, h.descsz, h.type
     if namesz != len(NAME) + 1 or ntype != 0:
         raise VmcoreInfoError(f"not a VMCOREINFO note (namesz {namesz}, type {ntype})")
     if descsz > MAX_NOTE_SIZE:
         raise VmcoreInfoError(f"desc of {descsz} bytes is over the {MAX_NOTE_SIZE} cap")
-    name_at = E.NHDR.size
+    name_at = NHDR.size
     desc_at = name_at + E.align_up(namesz, 4)
     total = desc_at + E.align_up(descsz, 4)
     if buf[name_at : name_at + namesz] != NAME + b"\0":
@@ -185,9 +188,8 @@ def candidate_at(
     :raises VmcoreInfoError: the bytes there are not a well-formed VMCOREINFO.
     """
     try:
-        head = mem.read(gpa, E.NHDR.size)
-        _, descsz, _ = E.NHDR.unpack(head)
-        total = E.NHDR.size + E.align_up(len(NAME) + 1, 4) + E.align_up(descsz, 4)
+        descsz = NHDR.unpack(mem.read(gpa, NHDR.size)).descsz
+        total = NHDR.size + E.align_up(len(NAME) + 1, 4) + E.align_up(descsz, 4)
         if descsz > MAX_NOTE_SIZE or total > limit:
             raise VmcoreInfoError(f"note of {total} bytes is over its {limit} byte bound")
         note, desc = parse_note(mem.read(gpa, total))

@@ -30,6 +30,8 @@ MAX_NOTES_SIZE = 64 << 20
 #: ELF_EXEC_PAGESIZE on x86_64: the kernel's core dumps align to it, and a
 #: partly dumped PT_LOAD holds exactly one such page (see _check_loads).
 PAGE = 4096
+#: The layouts of a QEMU process core: the host is x86_64, ELF64 little-endian.
+HOST = E.ELF64LE
 
 
 class NotRegularFileError(VmcoreError):
@@ -189,7 +191,7 @@ class HostCore:
                 if ext.kind is not ExtentKind.NOT_DUMPED:
                     continue  # an UNMAPPED one has no segment (a core may have none at all)
                 seg = self.segments[bisect.bisect_right(self._starts, ext.hva) - 1]
-                if not seg.flags & 2:  # PF_W clear
+                if not seg.flags & E.PF_W:
                     offset = m.file_offset + (ext.hva - m.hva)
                     out.append(FileMapping(ext.hva, ext.end, offset, path))
         return out
@@ -219,13 +221,13 @@ class HostCore:
         are in the first page of the executable, which the kernel dumps by
         default. Returns None when those bytes are not in the core.
         """
-        phdr_at, phnum = self.auxv.get(E.AT_PHDR), self.auxv.get(5)  # 5 = AT_PHNUM
+        phdr_at, phnum = self.auxv.get(E.AT_PHDR), self.auxv.get(E.AT_PHNUM)
         if phdr_at is None or not phnum or phnum > 256:
             return None
         try:
-            raw = self.read(phdr_at, phnum * E.PHDR64.size)
-            phdrs = [E.Phdr(*E.PHDR64.unpack_from(raw, k * E.PHDR64.size)) for k in range(phnum)]
-            pt_phdr = next((p for p in phdrs if p.type == 6), None)  # PT_PHDR
+            raw = self.read(phdr_at, phnum * HOST.phdr.size)
+            phdrs = list(HOST.phdr.iter_unpack(raw))
+            pt_phdr = next((p for p in phdrs if p.type == E.PT_PHDR), None)
             if pt_phdr is None:
                 return None
             bias = phdr_at - pt_phdr.vaddr
@@ -373,12 +375,16 @@ def check_regular(path: str | os.PathLike[str]) -> None:
 
 def _parse(path: Path, fd: int) -> HostCore:
     st = os.fstat(fd)
-    head = os.pread(fd, E.EHDR64.size, 0)
+    head = os.pread(fd, HOST.ehdr.size, 0)
     if len(head) < 16 or head[:4] != E.ELFMAG:
         raise CoreFileError(f"{path}: not an ELF file (no ELF magic)", path=path)
-    if head[4] != E.ELFCLASS64 or head[5] != E.ELFDATA2LSB or len(head) < E.EHDR64.size:
+    if (
+        head[E.EI_CLASS] != E.ELFCLASS64
+        or head[E.EI_DATA] != E.ELFDATA2LSB
+        or len(head) < HOST.ehdr.size
+    ):
         raise CoreFileError(f"{path}: not a 64-bit little-endian ELF file", path=path)
-    ehdr = E.Ehdr(*E.EHDR64.unpack(head))
+    ehdr = HOST.ehdr.unpack(head)
     if ehdr.type != E.ET_CORE:
         kind = {E.ET_EXEC: "an executable", E.ET_DYN: "a shared object or PIE executable"}
         what = kind.get(ehdr.type, f"ELF type {ehdr.type}")
@@ -465,19 +471,19 @@ def _read_phdrs(path: Path, fd: int, ehdr: E.Ehdr, file_size: int) -> list[E.Phd
     phnum = ehdr.phnum
     if phnum == E.PN_XNUM:
         # More than 65534 segments: the real count is section 0's sh_info.
-        sh0 = _read_at(fd, ehdr.shoff, E.SHDR64.size, file_size)
-        if ehdr.shoff == 0 or len(sh0) != E.SHDR64.size:
+        sh0 = _read_at(fd, ehdr.shoff, HOST.shdr.size, file_size)
+        if ehdr.shoff == 0 or len(sh0) != HOST.shdr.size:
             raise CoreFileError(f"{path}: e_phnum is PN_XNUM but section 0 is missing")
-        phnum = E.SHDR64.unpack(sh0)[7]
-    if ehdr.phentsize != E.PHDR64.size or phnum > MAX_SEGMENTS:
+        phnum = HOST.shdr.unpack(sh0).info
+    if ehdr.phentsize != HOST.phdr.size or phnum > MAX_SEGMENTS:
         raise CoreFileError(f"{path}: corrupt ELF header (phentsize/phnum)", path=path)
-    raw = _read_at(fd, ehdr.phoff, phnum * E.PHDR64.size, file_size)
-    if len(raw) != phnum * E.PHDR64.size:
+    raw = _read_at(fd, ehdr.phoff, phnum * HOST.phdr.size, file_size)
+    if len(raw) != phnum * HOST.phdr.size:
         raise CoreFileError(
             f"{path}: truncated core: the file ends inside its program headers ({file_size} bytes)",
             path=path,
         )
-    return [E.Phdr(*t) for t in E.PHDR64.iter_unpack(raw)]
+    return list(HOST.phdr.iter_unpack(raw))
 
 
 def _check_loads(path: Path, ehdr: E.Ehdr, phdrs: list[E.Phdr]) -> None:
@@ -518,12 +524,12 @@ def _check_loads(path: Path, ehdr: E.Ehdr, phdrs: list[E.Phdr]) -> None:
                 path=path,
             )
     # Every byte range the headers give a meaning: (start, end, description, kind).
-    ranges = [(0, E.EHDR64.size, "the ELF header", "header")]
+    ranges = [(0, HOST.ehdr.size, "the ELF header", "header")]
     ranges.append(
-        (ehdr.phoff, ehdr.phoff + len(phdrs) * E.PHDR64.size, "the program headers", "header")
+        (ehdr.phoff, ehdr.phoff + len(phdrs) * HOST.phdr.size, "the program headers", "header")
     )
     if ehdr.phnum == E.PN_XNUM:
-        ranges.append((ehdr.shoff, ehdr.shoff + E.SHDR64.size, "section header 0", "header"))
+        ranges.append((ehdr.shoff, ehdr.shoff + HOST.shdr.size, "section header 0", "header"))
     for k, p in enumerate(phdrs):
         if p.type == E.PT_NOTE and p.filesz:
             ranges.append(
@@ -594,19 +600,20 @@ def _parse_notes(core: HostCore, buf: bytes) -> None:
         if note.type == E.NT_FILE:
             _check_nt_file(core.path, note.desc)
             core.mappings.extend(parse_nt_file(note.desc))
-        elif note.type == E.NT_PRPSINFO and len(note.desc) >= E.PRPSINFO64.size:
-            f = E.PRPSINFO64.unpack_from(note.desc)
+        elif note.type == E.NT_PRPSINFO and len(note.desc) >= HOST.prpsinfo.size:
+            ps = HOST.prpsinfo.unpack_from(note.desc)
             core.process = ProcessInfo(
-                pid=f[7],
-                uid=f[5],
-                fname=_cstr(f[11]),
-                args=_cstr(f[12]).strip(),
+                pid=ps.pid,
+                uid=ps.uid,
+                fname=_cstr(ps.fname),
+                args=_cstr(ps.psargs).strip(),
             )
         elif note.type == E.NT_AUXV:
-            for key, value in E.AUXV64.iter_unpack(note.desc[: len(note.desc) // 16 * 16]):
-                if key == E.AT_NULL:
+            whole = len(note.desc) // HOST.auxv.size * HOST.auxv.size  # a ragged end is ignored
+            for entry in HOST.auxv.iter_unpack(note.desc[:whole]):
+                if entry.type == E.AT_NULL:
                     break
-                core.auxv.setdefault(key, value)
+                core.auxv.setdefault(entry.type, entry.val)
 
 
 #: NT_FILE's unit of file offsets: the kernel's page size, or 1 from gdb's
@@ -622,17 +629,20 @@ def _check_nt_file(path: Path, desc: bytes) -> None:
     they would find the wrong bytes. drgn refuses such a note too, with a
     less telling message.
     """
-    if len(desc) < E.NT_FILE_HEADER.size:
+    if len(desc) < HOST.nt_file_header.size:
         raise CoreFileError(f"{path}: corrupt NT_FILE note: {len(desc)} bytes", path=path)
-    count, page_size = E.NT_FILE_HEADER.unpack_from(desc)
+    head = HOST.nt_file_header.unpack_from(desc)
+    count, page_size = head.count, head.page_size
     if page_size not in NT_FILE_PAGE_SIZES:
         raise CoreFileError(
             f"{path}: corrupt NT_FILE note: page size {page_size:#x} (the kernel writes "
             f"{PAGE}, gdb 1)",
             path=path,
         )
-    room = (len(desc) - E.NT_FILE_HEADER.size) // E.NT_FILE_ENTRY.size
-    names = desc[E.NT_FILE_HEADER.size + min(count, room) * E.NT_FILE_ENTRY.size :].split(b"\0")
+    room = (len(desc) - HOST.nt_file_header.size) // HOST.nt_file_entry.size
+    names = desc[HOST.nt_file_header.size + min(count, room) * HOST.nt_file_entry.size :].split(
+        b"\0"
+    )
     names.pop()  # after the last NUL: not a name
     if count > room or len(names) < count:
         raise CoreFileError(
@@ -651,20 +661,22 @@ def parse_nt_file(desc: bytes) -> list[FileMapping]:
     A malformed desc yields the entries that are whole; counts are bounded by
     the desc's own size, so a corrupt count cannot make us allocate.
     """
-    if len(desc) < E.NT_FILE_HEADER.size:
+    if len(desc) < HOST.nt_file_header.size:
         return []
-    count, page_size = E.NT_FILE_HEADER.unpack_from(desc)
-    table_at = E.NT_FILE_HEADER.size
-    count = min(count, (len(desc) - table_at) // E.NT_FILE_ENTRY.size)
-    names_at = table_at + count * E.NT_FILE_ENTRY.size
+    head = HOST.nt_file_header.unpack_from(desc)
+    count, page_size = head.count, head.page_size
+    table_at = HOST.nt_file_header.size
+    count = min(count, (len(desc) - table_at) // HOST.nt_file_entry.size)
+    names_at = table_at + count * HOST.nt_file_entry.size
     names = desc[names_at:].split(b"\0")
     out = []
     for k in range(min(count, len(names))):
-        start, end, pgoff = E.NT_FILE_ENTRY.unpack_from(desc, table_at + k * E.NT_FILE_ENTRY.size)
-        if end < start or pgoff * page_size >= 1 << 63:  # beyond any file (off_t)
+        entry = HOST.nt_file_entry.unpack_from(desc, table_at + k * HOST.nt_file_entry.size)
+        offset = entry.file_ofs * page_size
+        if entry.end < entry.start or offset >= 1 << 63:  # beyond any file (off_t)
             continue
         path = names[k].decode("utf-8", "surrogateescape")
-        out.append(FileMapping(start, end, pgoff * page_size, path))
+        out.append(FileMapping(entry.start, entry.end, offset, path))
     return out
 
 

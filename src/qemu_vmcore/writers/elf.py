@@ -31,28 +31,6 @@ PAGE_SIZE = 4096
 
 
 @dataclass(frozen=True)
-class ElfClass:
-    """The per-class structures: ELF64 for x86_64 guests, ELF32 for i386."""
-
-    elfclass: int
-    ehdr: object
-    phdr: object
-    shdr: object
-
-    def pack_phdr(self, p: E.Phdr) -> bytes:
-        if self.elfclass == E.ELFCLASS64:
-            return self.phdr.pack(*p)
-        # Elf32_Phdr orders its fields differently: flags come after memsz.
-        return self.phdr.pack(
-            p.type, p.offset, p.vaddr, p.paddr, p.filesz, p.memsz, p.flags, p.align
-        )
-
-
-ELF64 = ElfClass(E.ELFCLASS64, E.EHDR64, E.PHDR64, E.SHDR64)
-ELF32 = ElfClass(E.ELFCLASS32, E.EHDR32, E.PHDR32, E.SHDR32)
-
-
-@dataclass(frozen=True)
 class Placement:
     """Where one guest range's bytes go in the output file."""
 
@@ -92,7 +70,7 @@ def build_image(
     ranges: Sequence[GuestRange],
     notes: bytes,
     *,
-    elf: ElfClass = ELF64,
+    elf: E.ElfLayouts = E.ELF64LE,
     machine: int = E.EM_X86_64,
     virtual_loads: Sequence[VirtualLoad] = (),
     mappings: Sequence[Mapping] | None = None,
@@ -119,43 +97,44 @@ def build_image(
         placements.append(Placement(r, offset))
         offset += r.size
     if mappings is None:
-        loads = [E.Phdr(E.PT_LOAD, 0, p.file_offset, p.range.gpa, p.range.gpa,
-                        p.range.size, p.range.size, 0) for p in placements]  # fmt: skip
+        loads = [E.Phdr(type=E.PT_LOAD, offset=p.file_offset, vaddr=p.range.gpa,
+                        paddr=p.range.gpa, filesz=p.range.size, memsz=p.range.size)
+                 for p in placements]  # fmt: skip
     else:
         loads = _mapping_loads(placements, mappings)
     for v in virtual_loads:
         place = next(p for p in placements if p.range.gpa <= v.gpa < p.range.end)
         size = min(v.size, place.range.end - v.gpa)
         at = place.file_offset + (v.gpa - place.range.gpa)
-        loads.append(E.Phdr(E.PT_LOAD, 0, at, v.vaddr, v.gpa, size, size, 0))
-    phdrs = [E.Phdr(E.PT_NOTE, 0, notes_offset, 0, 0, len(notes), len(notes), 0), *loads]
+        loads.append(E.Phdr(type=E.PT_LOAD, offset=at, vaddr=v.vaddr, paddr=v.gpa,
+                            filesz=size, memsz=size))  # fmt: skip
+    note = E.Phdr(type=E.PT_NOTE, offset=notes_offset, filesz=len(notes), memsz=len(notes))
+    phdrs = [note, *loads]
 
+    # e_entry, e_flags and e_shstrndx (SHN_UNDEF) stay zero, as QEMU writes them.
     ehdr = elf.ehdr.pack(
-        E.ident(elf.elfclass),
-        E.ET_CORE,
-        machine,
-        E.EV_CURRENT,
-        0,  # e_entry
-        phoff,
-        shoff,
-        0,  # e_flags
-        elf.ehdr.size,
-        elf.phdr.size,
-        E.PN_XNUM if xnum else phnum,
-        elf.shdr.size if xnum else 0,
-        1 if xnum else 0,
-        0,  # e_shstrndx (SHN_UNDEF)
+        ident=elf.ident(),
+        type=E.ET_CORE,
+        machine=machine,
+        version=E.EV_CURRENT,
+        phoff=phoff,
+        shoff=shoff,
+        ehsize=elf.ehdr.size,
+        phentsize=elf.phdr.size,
+        phnum=E.PN_XNUM if xnum else phnum,
+        shentsize=elf.shdr.size if xnum else 0,
+        shnum=1 if xnum else 0,
     )
     head = bytearray(ehdr)
-    head += b"".join(elf.pack_phdr(p) for p in phdrs)
+    head += b"".join(elf.phdr.pack(p) for p in phdrs)
     if xnum:
         # Section 0 carries the real phnum in sh_info (ELF gABI, "Extended numbering").
-        head += elf.shdr.pack(0, 0, 0, 0, 0, 0, 0, phnum, 0, 0)
+        head += elf.shdr.pack(info=phnum)
     head += notes
     return ElfImage(bytes(head), placements, offset)
 
 
-def _fitting(mappings: Sequence[Mapping], elf: ElfClass) -> list[Mapping]:
+def _fitting(mappings: Sequence[Mapping], elf: E.ElfLayouts) -> list[Mapping]:
     """The mappings an ELF file of class ``elf`` can hold (ELF32: below 4 GiB)."""
     if elf.elfclass == E.ELFCLASS64:
         return list(mappings)
@@ -173,7 +152,8 @@ def _mapping_loads(placements: Sequence[Placement], mappings: Sequence[Mapping])
             place = placements[i]
             offset = place.file_offset + (m.paddr - place.range.gpa)
             filesz = min(m.size, place.range.end - m.paddr)
-        loads.append(E.Phdr(E.PT_LOAD, 0, offset, m.vaddr, m.paddr, filesz, m.size, 0))
+        loads.append(E.Phdr(type=E.PT_LOAD, offset=offset, vaddr=m.vaddr, paddr=m.paddr,
+                            filesz=filesz, memsz=m.size))  # fmt: skip
     return loads
 
 

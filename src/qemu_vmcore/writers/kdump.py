@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts import kdump as K
+from qemu_vmcore.layouts.cstruct import Layout
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.compress import Method, compressor
 
@@ -85,6 +86,7 @@ class KdumpLayout:
     :param bitmap_size: bytes in one bitmap (block aligned).
     :param desc_offset: file offset of the first page descriptor.
     :param data_offset: file offset of the page data (the shared zero page).
+    :param page_desc: the page descriptor's layout (the guest's byte order).
     """
 
     head: bytes
@@ -95,6 +97,7 @@ class KdumpLayout:
     data_offset: int
     runs: tuple[PageRun, ...]
     flag: int
+    page_desc: Layout[K.PageDesc] = K.for_class(E.ELFCLASS64).page_desc
 
     @property
     def pages(self) -> int:
@@ -108,7 +111,7 @@ def build_layout(
     notes: bytes,
     *,
     flag: int,
-    elfclass64: bool = True,
+    elf: E.ElfLayouts = E.ELF64LE,
     machine: bytes = K.UTS_MACHINE,
     nr_cpus: int = 0,
     phys_base: int = 0,
@@ -117,48 +120,49 @@ def build_layout(
     """Lay out a dump of the pages ``runs`` of a guest whose RAM is ``all_ranges``.
 
     :param notes: the notes blob; ``vmcoreinfo_note``, when given, is its tail.
+    :param elf: the guest's ELF class and byte order: they decide the headers'
+        longs (and so their layouts) and the byte order of every field.
     :param flag: the compression flag (DUMP_DH_COMPRESSED_*) for the header.
     :param machine: utsname.machine (QEMU 10.0 writes "Unknown"; makedumpfile,
         and crash when it checks, use the guest's: x86_64 or i686).
     """
-    header, sub_header = K.header_structs(elfclass64)
+    kd = K.for_class(elf.elfclass, elf.data)
+    header, sub_header = kd.disk_dump_header, kd.kdump_sub_header
     max_mapnr = max(-(-r.end // PAGE) for r in all_ranges)
     bitmap_size = E.align_up(-(-max_mapnr // 8), PAGE)
     sub_blocks = -(-(sub_header.size + len(notes)) // PAGE)
     bitmap_blocks = 2 * bitmap_size // PAGE
+    # The timestamp, total_ram_blocks, device_blocks, written_blocks and
+    # current_cpu stay zero, as QEMU leaves them.
     head = header.pack(
-        K.KDUMP_SIGNATURE,
-        K.HEADER_VERSION,
-        K.utsname(machine),
-        b"",  # timestamp: QEMU leaves it zero
-        flag,  # status
-        PAGE,  # block_size
-        sub_blocks,
-        bitmap_blocks,
-        min(max_mapnr, U32),  # obsolete since version 6; max_mapnr_64 has it
-        0, 0, 0, 0,  # total_ram_blocks, device_blocks, written_blocks, current_cpu
-        nr_cpus,
-    )  # fmt: skip
+        signature=K.KDUMP_SIGNATURE,
+        header_version=K.HEADER_VERSION,
+        utsname=K.utsname(machine),
+        status=flag,
+        block_size=PAGE,
+        sub_hdr_size=sub_blocks,
+        bitmap_blocks=bitmap_blocks,
+        max_mapnr=min(max_mapnr, U32),  # obsolete since version 6; max_mapnr_64 has it
+        nr_cpus=nr_cpus,
+    )
     offset_note = K.DISKDUMP_HEADER_BLOCKS * PAGE + sub_header.size
     vmci_offset = vmci_size = 0
     if vmcoreinfo_note:
-        namesz, descsz, _ = E.NHDR.unpack_from(vmcoreinfo_note)
+        nhdr = elf.nhdr.unpack_from(vmcoreinfo_note)
         note_at = offset_note + len(notes) - len(vmcoreinfo_note)
-        vmci_offset = note_at + E.NHDR.size + E.align_up(namesz, 4)
-        vmci_size = descsz
-    phys_base &= (1 << 64) - 1 if elfclass64 else U32
+        vmci_offset = note_at + elf.nhdr.size + E.align_up(nhdr.namesz, 4)
+        vmci_size = nhdr.descsz
+    phys_base &= (1 << 8 * elf.word_size) - 1
+    # split, the start and end pfns and the erase info stay zero (no split dump).
     sub = sub_header.pack(
-        phys_base,
-        K.DUMP_LEVEL,
-        0, 0, 0,  # split, start_pfn, end_pfn
-        vmci_offset,
-        vmci_size,
-        offset_note,
-        len(notes),
-        0, 0,  # offset_eraseinfo, size_eraseinfo
-        0, 0,  # start_pfn_64, end_pfn_64
-        max_mapnr,
-    )  # fmt: skip
+        phys_base=phys_base,
+        dump_level=K.DUMP_LEVEL,
+        offset_vmcoreinfo=vmci_offset,
+        size_vmcoreinfo=vmci_size,
+        offset_note=offset_note,
+        size_note=len(notes),
+        max_mapnr_64=max_mapnr,
+    )
     bitmap_offset = (K.DISKDUMP_HEADER_BLOCKS + sub_blocks) * PAGE
     desc_offset = bitmap_offset + 2 * bitmap_size
     pages = sum(r.pages for r in runs)
@@ -168,9 +172,10 @@ def build_layout(
         bitmap_offset=bitmap_offset,
         bitmap_size=bitmap_size,
         desc_offset=desc_offset,
-        data_offset=desc_offset + pages * K.PAGE_DESC.size,
+        data_offset=desc_offset + pages * kd.page_desc.size,
         runs=tuple(runs),
         flag=flag,
+        page_desc=kd.page_desc,
     )
 
 
@@ -243,18 +248,20 @@ class FlatSink(RawSink):
 
     def start(self) -> None:
         head = K.MDF_HEADER.pack(
-            K.MAKEDUMPFILE_SIGNATURE, K.TYPE_FLAT_HEADER, K.VERSION_FLAT_HEADER
+            signature=K.MAKEDUMPFILE_SIGNATURE,
+            type=K.TYPE_FLAT_HEADER,
+            version=K.VERSION_FLAT_HEADER,
         )
         self._append(head.ljust(K.MAX_SIZE_MDF_HEADER, b"\0"))
 
     def write(self, offset: int, data: bytes) -> None:
         if data:
-            self._append(K.MDF_DATA_HEADER.pack(offset, len(data)))
+            self._append(K.MDF_DATA_HEADER.pack(offset=offset, buf_size=len(data)))
             self._append(data)
 
     def finish(self, size: int) -> None:
         end = K.END_FLAG_FLAT_HEADER
-        self._append(K.MDF_DATA_HEADER.pack(end, end))
+        self._append(K.MDF_DATA_HEADER.pack(offset=end, buf_size=end))
 
     def _append(self, data: bytes) -> None:
         view = memoryview(data)
@@ -392,27 +399,29 @@ class _PageWriter:
         self._descs = bytearray()
         self._data_at = layout.data_offset
         self._data = bytearray(ZERO_PAGE)  # the page every zero page points at
-        self._zero_desc = K.PAGE_DESC.pack(layout.data_offset, PAGE, 0, 0)
+        self._desc = layout.page_desc
+        self._zero_desc = self._desc.pack(offset=layout.data_offset, size=PAGE)
         self.next_data = layout.data_offset + PAGE
 
     def add(self, result: _Compressed) -> None:
         if result.entries is None:
             self._zeros(result.pages)
             return
-        pack, offset = K.PAGE_DESC.pack, self.next_data
+        pack, offset = self._desc.pack, self.next_data
         descs = self._descs
         for e in result.entries:
             if e is None:
                 descs += self._zero_desc
             else:
-                descs += pack(offset, e[0], e[1], 0)
-                offset += e[0]
+                size, flags = e
+                descs += pack(offset=offset, size=size, flags=flags)
+                offset += size
         self.next_data = offset
         self._data += result.data
         self._flush(final=False)
 
     def _zeros(self, pages: int) -> None:
-        step = DESC_FLUSH // K.PAGE_DESC.size
+        step = DESC_FLUSH // self._desc.size
         while pages:
             n = min(pages, step)
             self._descs += self._zero_desc * n

@@ -37,13 +37,15 @@ def x86_64_prstatus(s: X86State) -> bytes:
     """The desc of an x86_64 NT_PRSTATUS note (x86_64_elf_prstatus)."""
     r, seg = s.regs, s.segs
     return E.X86_64_PRSTATUS.pack(
-        s.index + 1,  # pr_pid: QEMU writes cpu_index + 1
-        r[15], r[14], r[13], r[12], r[R_EBP], r[R_EBX], r[11], r[10],
-        r[9], r[8], r[R_EAX], r[R_ECX], r[R_EDX], r[R_ESI], r[R_EDI],
-        0,  # orig_rax: QEMU leaves it 0
-        s.rip, seg[R_CS].selector, s.rflags, r[R_ESP], seg[R_SS].selector,
-        seg[R_FS].base, seg[R_GS].base,
-        seg[R_DS].selector, seg[R_ES].selector, seg[R_FS].selector, seg[R_GS].selector,
+        pid=s.index + 1,  # QEMU writes cpu_index + 1
+        r15=r[15], r14=r[14], r13=r[13], r12=r[12], rbp=r[R_EBP], rbx=r[R_EBX],
+        r11=r[11], r10=r[10], r9=r[9], r8=r[8], rax=r[R_EAX], rcx=r[R_ECX], rdx=r[R_EDX],
+        rsi=r[R_ESI], rdi=r[R_EDI],
+        orig_rax=0,  # QEMU leaves it 0
+        rip=s.rip, cs=seg[R_CS].selector, eflags=s.rflags, rsp=r[R_ESP],
+        ss=seg[R_SS].selector, fs_base=seg[R_FS].base, gs_base=seg[R_GS].base,
+        ds=seg[R_DS].selector, es=seg[R_ES].selector, fs=seg[R_FS].selector,
+        gs=seg[R_GS].selector,
     )  # fmt: skip
 
 
@@ -51,35 +53,36 @@ def i386_prstatus(s: X86State) -> bytes:
     """The desc of an i386 NT_PRSTATUS note (x86_elf_prstatus), registers truncated to 32 bits."""
     r, seg = s.regs, s.segs
     return E.I386_PRSTATUS.pack(
-        s.index + 1,
-        r[R_EBX] & U32, r[R_ECX] & U32, r[R_EDX] & U32, r[R_ESI] & U32,
-        r[R_EDI] & U32, r[R_EBP] & U32, r[R_EAX] & U32,
-        seg[R_DS].selector, 0, seg[R_ES].selector, 0,
-        seg[R_FS].selector, 0, seg[R_GS].selector, 0,
-        0, s.rip & U32,  # orig_eax, eip
-        seg[R_CS].selector, 0,
-        s.rflags & U32, r[R_ESP] & U32,
-        seg[R_SS].selector, 0,
+        pid=s.index + 1,
+        ebx=r[R_EBX] & U32, ecx=r[R_ECX] & U32, edx=r[R_EDX] & U32, esi=r[R_ESI] & U32,
+        edi=r[R_EDI] & U32, ebp=r[R_EBP] & U32, eax=r[R_EAX] & U32,
+        ds=seg[R_DS].selector, es=seg[R_ES].selector, fs=seg[R_FS].selector,
+        gs=seg[R_GS].selector,
+        orig_eax=0, eip=s.rip & U32, cs=seg[R_CS].selector, eflags=s.rflags & U32,
+        esp=r[R_ESP] & U32, ss=seg[R_SS].selector,
     )  # fmt: skip
 
 
 def qemu_cpu_state(s: X86State) -> bytes:
     """The desc of a "QEMU" note: QEMUCPUState, version 1, with kernel_gs_base."""
     r, seg = s.regs, s.segs
-    segments = []
-    for sg in (seg[R_CS], seg[R_DS], seg[R_ES], seg[R_FS], seg[R_GS], seg[R_SS],
-               s.ldt, s.tr, s.gdt, s.idt):  # fmt: skip
-        segments += [sg.selector, sg.limit, sg.flags, 0, sg.base]
-    return E.QEMU_CPU_STATE.pack(
-        E.QEMUCPUSTATE_VERSION,
-        E.QEMU_CPU_STATE.size,
-        r[R_EAX], r[R_EBX], r[R_ECX], r[R_EDX], r[R_ESI], r[R_EDI], r[R_ESP], r[R_EBP],
-        *r[8:16],
-        s.rip, s.rflags,
-        *segments,
-        *s.cr,
-        s.kernel_gs_base,
+    head = E.QEMU_CPU_STATE_HEAD.pack(
+        version=E.QEMUCPUSTATE_VERSION, size=E.QEMU_CPU_STATE_SIZE,
+        rax=r[R_EAX], rbx=r[R_EBX], rcx=r[R_ECX], rdx=r[R_EDX], rsi=r[R_ESI], rdi=r[R_EDI],
+        rsp=r[R_ESP], rbp=r[R_EBP], r8=r[8], r9=r[9], r10=r[10], r11=r[11], r12=r[12],
+        r13=r[13], r14=r[14], r15=r[15], rip=s.rip, rflags=s.rflags,
     )  # fmt: skip
+    segments = (seg[R_CS], seg[R_DS], seg[R_ES], seg[R_FS], seg[R_GS], seg[R_SS],
+                s.ldt, s.tr, s.gdt, s.idt)  # fmt: skip
+    packed = b"".join(
+        E.QEMU_CPU_SEGMENT.pack(selector=sg.selector, limit=sg.limit, flags=sg.flags, base=sg.base)
+        for sg in segments
+    )
+    cr0, cr1, cr2, cr3, cr4 = s.cr
+    tail = E.QEMU_CPU_STATE_TAIL.pack(
+        cr0=cr0, cr1=cr1, cr2=cr2, cr3=cr3, cr4=cr4, kernel_gs_base=s.kernel_gs_base
+    )
+    return head + packed + tail
 
 
 def vcpu_notes(states: Sequence[X86State], *, elfclass: int) -> bytes:
