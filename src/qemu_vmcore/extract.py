@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.physmem import BackingUse, Piece, PieceKind, Progress
+from qemu_vmcore.guest.physmem import BackingUse, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
+from qemu_vmcore.writers.copy import Progress
 from qemu_vmcore.writers.elf import ELF32, ELF64, ElfImage, VirtualLoad, build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
 from qemu_vmcore.writers.output import atomic_output, check_target

@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qemu_vmcore.fileio import pwrite_all
-from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.x86_mappings import Mapping
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
+from qemu_vmcore.writers.copy import Progress, copy_spans
 
 PAGE_SIZE = 4096
 
@@ -182,4 +183,6 @@ def write_elf(fd: int, image: ElfImage, memory: GuestPhysicalMemory, progress: P
     """Write ``image`` to ``fd`` (a new, empty file), copying guest RAM sparsely."""
     os.ftruncate(fd, image.file_size)
     pwrite_all(fd, image.head, 0)
-    memory.copy_to(fd, [(p.range, p.file_offset) for p in image.placements], progress)
+    placements = [(p.range, p.file_offset) for p in image.placements]
+    total = sum(p.range.size for p in image.placements)
+    copy_spans(fd, memory.mapping(placements), total, progress)

@@ -30,11 +30,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from qemu_vmcore.fileio import pwrite_all, write_all
-from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts import kdump as K
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.compress import Method, compressor
+from qemu_vmcore.writers.copy import Progress
 
 PAGE = K.PAGE_SIZE
 CHUNK_PAGES = 256  # 1 MiB of guest RAM per compression task
