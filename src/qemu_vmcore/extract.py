@@ -209,11 +209,11 @@ def elf_image(
     elf = ELF64 if elfclass == E.ELFCLASS64 else ELF32
     mappings, loads = None, []
     if options.paging:
-        from qemu_vmcore.guest import x86_mappings
+        from qemu_vmcore.arch.x86 import paging as x86_paging
 
-        mappings = x86_mappings.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
+        mappings = x86_paging.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
         if options.filtered:
-            mappings = x86_mappings.filter_mappings(mappings, options.begin, options.end)
+            mappings = x86_paging.filter_mappings(mappings, options.begin, options.end)
     elif info is not None and machine == E.EM_X86_64:
         text = kernel_text_load(info, ranges)
         loads = [text] if text else []

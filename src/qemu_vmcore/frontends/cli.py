@@ -551,6 +551,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_dmesg(args: argparse.Namespace) -> int:
     from qemu_vmcore.guest import printk
+    from qemu_vmcore.source import kernel_page_tables
 
     if args.no_vmcoreinfo:
         raise VmcoreError("dmesg needs the guest's VMCOREINFO; drop --no-vmcoreinfo")
@@ -565,7 +566,8 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
         _flush_results()  # text before bytes
         out = sys.stdout.buffer
         # Reading the log can fail too (the core): only the writes are stdout's.
-        for line in printk.records(qc.memory, search.chosen):
+        tables = kernel_page_tables(search.chosen)
+        for line in printk.records(qc.memory, search.chosen, tables):
             try:
                 out.write(line)
             except OSError as e:

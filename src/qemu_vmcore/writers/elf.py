@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qemu_vmcore.fileio import pwrite_all
+from qemu_vmcore.guest.paging import Mapping
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
-from qemu_vmcore.guest.x86_mappings import Mapping
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.copy import Progress, copy_spans
