@@ -14,8 +14,8 @@ notes             NT_FILE, NT_PRPSINFO, NT_AUXV notes: well-formed ones against
 vmcoreinfo        parse_note() and parse_text() on note-like bytes
 vmcoreinfo-find   find() on hostile guest RAM: planted, malformed, mutated notes
 printk            the dmesg reader on a mutated printk ring, hostile VMCOREINFO
-paging            x86_paging.translate() on random tables, against a reference walk
-mappings          x86_mappings.guest_mappings() on hostile tables, every paging mode
+paging            arch.x86.paging.translate() on random tables, against a reference walk
+mappings          arch.x86.paging.guest_mappings() on hostile tables, every paging mode
 elf-writer        ELF vmcores of random guests, read back (pyelftools) and compared
 kdump-writer      kdump-compressed vmcores of random guests, read back and compared
 qemu-state        real rig cores (7.2, 10.0) with one field of QEMU's state mutated:
@@ -82,10 +82,11 @@ from support import guestsynth as G
 from support import synth
 from support.kdump_reader import Kdump, unflatten
 
+from qemu_vmcore.arch.x86 import paging as M
+from qemu_vmcore.arch.x86.paging import X86PageTables, translate
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract, kernel_text_load, minimal_notes
 from qemu_vmcore.guest import printk, vmcoreinfo
-from qemu_vmcore.guest import x86_mappings as M
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import (
     START_KERNEL_MAP,
@@ -93,12 +94,11 @@ from qemu_vmcore.guest.vmcoreinfo import (
     VmcoreInfo,
     VmcoreInfoError,
 )
-from qemu_vmcore.guest.x86_paging import translate
 from qemu_vmcore.host.core import ExtentKind, FileMapping, ProcessInfo, open_core, parse_nt_file
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.source import QemuCore
+from qemu_vmcore.source import QemuCore, kernel_page_tables
 from qemu_vmcore.writers import compress
 from qemu_vmcore.writers.elf import build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
@@ -600,7 +600,7 @@ class FindCase:
 
     ram: bytes
     device: tuple[int, int, int] | None
-    roots: tuple[tuple[int, bool], ...]
+    roots: tuple[X86PageTables, ...]
 
 
 _fake_notes = st.builds(
@@ -620,12 +620,13 @@ _fake_notes = st.builds(
 def _find_inputs_one(draw: st.DrawFn) -> FindCase:
     ram = G.kernel_ram(note_at=G.NOTE_AT if draw(st.booleans()) else None)
     tables = draw(st.sampled_from(["none", "kernel", "random"]))
-    roots: tuple[tuple[int, bool], ...] = ()
+    roots: tuple[X86PageTables, ...] = ()
     if tables == "kernel":
         roots = G.kernel_page_tables(ram)
     elif tables == "random":
         cr3 = st.one_of(st.integers(0, len(ram) // PAGE).map(lambda p: p * PAGE), u64)
-        roots = tuple(draw(st.lists(st.tuples(cr3, st.booleans()), min_size=1, max_size=3)))
+        pairs = draw(st.lists(st.tuples(cr3, st.booleans()), min_size=1, max_size=3))
+        roots = tuple(X86PageTables.ia32e(r, la57) for r, la57 in pairs)
     for at, data in draw(
         st.lists(
             st.tuples(st.integers(0, len(ram) - 1), st.one_of(G.note_like, _fake_notes)),
@@ -719,7 +720,8 @@ def _printk_run(case: PrintkCase, scratch: Path) -> None:
     keep = set(range(0x20, 0x7F)) | set(b"\t\n\v\f\r")
     with G.guest_ram(rr.ram) as (mem, _):
         count = 0
-        for line in printk.records(mem, G.printk_vmcoreinfo(**case.changes)):
+        info = G.printk_vmcoreinfo(**case.changes)
+        for line in printk.records(mem, info, kernel_page_tables(info)):
             count += 1
             assert count <= 1 << printk.MAX_COUNT_BITS
             assert line.startswith(b"[") and line.endswith(b"\n")
@@ -1585,8 +1587,8 @@ TARGETS: dict[str, Target] = {
             _mappings_inputs,
             _mappings_run,
             limits=(
-                ("qemu_vmcore.guest.x86_mappings", "MAX_TABLES", 1 << 12),
-                ("qemu_vmcore.guest.x86_mappings", "MAX_MAPPINGS", 1 << 12),
+                ("qemu_vmcore.arch.x86.paging", "MAX_TABLES", 1 << 12),
+                ("qemu_vmcore.arch.x86.paging", "MAX_MAPPINGS", 1 << 12),
             ),
         ),
         Target(

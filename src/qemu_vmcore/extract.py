@@ -16,12 +16,13 @@ from pathlib import Path
 # The gdb backend's batch run, for the CLI's ``extract --backend gdb``.
 from qemu_vmcore.debugger.gdb_batch import GdbExtract, extract_in_gdb, script_path  # noqa: F401
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind, Progress
+from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
+from qemu_vmcore.writers.copy import Progress
 from qemu_vmcore.writers.elf import ElfImage, VirtualLoad, build_image, write_elf
 from qemu_vmcore.writers.notes import vcpu_notes
 from qemu_vmcore.writers.output import atomic_output, check_target
@@ -299,11 +300,11 @@ def elf_image(
     elf = E.for_class(elfclass, E.ELFDATA2LSB)  # x86 guests are little-endian
     mappings, loads = None, []
     if options.paging:
-        from qemu_vmcore.guest import x86_mappings
+        from qemu_vmcore.arch.x86 import paging as x86_paging
 
-        mappings = x86_mappings.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
+        mappings = x86_paging.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
         if options.filtered:
-            mappings = x86_mappings.filter_mappings(mappings, options.begin, options.end)
+            mappings = x86_paging.filter_mappings(mappings, options.begin, options.end)
     elif info is not None and machine == E.EM_X86_64:
         text = kernel_text_load(info, ranges)
         loads = [text] if text else []

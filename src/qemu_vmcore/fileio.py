@@ -1,8 +1,11 @@
-"""Copying data sparsely: all-zero blocks become holes, not written bytes.
+"""The I/O ground floor: writing all of a buffer, and copying data sparsely.
 
-Used wherever we copy bytes into a file whose unwritten parts read as zeros
-(the vmcore, a decompressed core): a zero block costs neither disk nor the
-write. Blocks are 4 KiB, the page and file-system block size.
+:func:`pwrite_all` (and :func:`write_all` for streams) is the one place that
+loops on short writes; every writer goes through it. The copies turn
+all-zero blocks into holes, not written bytes, wherever we copy into a file
+whose unwritten parts read as zeros (the vmcore, a decompressed core): a
+zero block costs neither disk nor the write. Blocks are 4 KiB, the page and
+file-system block size.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def write_sparse(fd: int, offset: int, buf: bytes | bytearray, size: int) -> int
     view = memoryview(buf)
     written = 0
     for a, b in nonzero_runs(buf, size):
-        written += _pwrite_all(fd, view[a:b], offset + a)
+        written += pwrite_all(fd, view[a:b], offset + a)
     return written
 
 
@@ -81,7 +84,7 @@ def copy_sparse(
         if got == 0:
             raise EOFError(src_off + done)
         for a, b in nonzero_runs(buf, got):
-            _pwrite_all(dst, view[a:b], dst_off + done + a)
+            pwrite_all(dst, view[a:b], dst_off + done + a)
         done += got
         progress(got)
 
@@ -101,7 +104,7 @@ def copy_in_kernel(
             else:
                 buf = buf or bytearray(CHUNK)
                 got = os.preadv(src, [memoryview(buf)[: min(n, CHUNK)]], src_off + done)
-                _pwrite_all(dst, memoryview(buf)[:got], dst_off + done)
+                pwrite_all(dst, memoryview(buf)[:got], dst_off + done)
         except OSError as e:
             if use_cfr and e.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                 use_cfr = False
@@ -113,9 +116,23 @@ def copy_in_kernel(
         progress(got)
 
 
-def _pwrite_all(fd: int, view: memoryview, offset: int) -> int:
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+    """Write all of ``data`` at ``offset`` in ``fd``; returns its length.
+
+    pwrite() may write less than asked (a signal, a file-size limit, some
+    network file systems); the rest is written until none is left.
+    """
+    view = memoryview(data)
     total = len(view)
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
     return total
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` at ``fd``'s position (a pipe or stream), looping
+    on short writes as :func:`pwrite_all` does."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from qemu_vmcore.arch.x86 import paging as x86_paging
 from qemu_vmcore.debugger import Debugger
 from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
 from qemu_vmcore.guest import vmcoreinfo
+from qemu_vmcore.guest.paging import PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.host.core import HostCore, open_core
 from qemu_vmcore.qemu import crosscheck, devices, memory, state, versions, x86
@@ -53,7 +55,7 @@ class QemuCore:
         if self._vmcoreinfo is None:
             state, device = devices.vmcoreinfo_device(self.dbg)
             self._vmcoreinfo = vmcoreinfo.find(
-                self.memory, self.host.fd, device, state, x86.page_roots(self.vcpus)
+                self.memory, self.host.fd, device, state, self.vcpu_page_tables()
             )
         return self._vmcoreinfo
 
@@ -71,7 +73,11 @@ class QemuCore:
                 f"no VMCOREINFO found in guest RAM ({search.device_state}); "
                 "the guest kernel's log cannot be located"
             )
-        return printk.records(self.memory, search.chosen)
+        return printk.records(self.memory, search.chosen, kernel_page_tables(search.chosen))
+
+    def vcpu_page_tables(self) -> tuple[PageTables, ...]:
+        """The kernel page tables the vCPUs run on, for confirming VMCOREINFO."""
+        return x86_paging.kernel_page_tables(self.vcpus)
 
     @cached_property
     def machine(self) -> str:
@@ -105,6 +111,17 @@ class QemuCore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def kernel_page_tables(info: vmcoreinfo.VmcoreInfo) -> PageTables | None:
+    """The kernel's own page tables, as its VMCOREINFO names them (x86_64:
+    SYMBOL(init_top_pgt), 5-level with NUMBER(pgtable_l5_enabled)); None
+    when it names none."""
+    pgt = info.symbol("init_top_pgt")
+    if pgt is None:
+        return None
+    la57 = bool(info.number("pgtable_l5_enabled"))
+    return x86_paging.X86PageTables.ia32e(info.kernel_image_pa(pgt), la57)
 
 
 def _looks_like_qemu(host: HostCore) -> bool:

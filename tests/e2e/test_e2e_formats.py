@@ -19,7 +19,7 @@ from support import consumers, kdumpfile_pages, rig
 from support.runs import run_cli
 from support.vmcore_compare import all_loads, compare_vmcores
 
-from qemu_vmcore.guest.x86_mappings import merge
+from qemu_vmcore.arch.x86.paging import merge
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts import kdump as K
 

@@ -19,7 +19,6 @@ from support.runs import run_cli
 
 from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.layouts import elf as E
-from qemu_vmcore.qemu import x86
 from qemu_vmcore.source import open_qemu_core
 
 pytestmark = pytest.mark.rig
@@ -83,7 +82,7 @@ def test_every_fake_is_rejected(rig_case):
     """
     case = rig_case(CASE)
     with open_qemu_core(case.core) as qc:
-        roots = x86.page_roots(qc.vcpus)
+        roots = qc.vcpu_page_tables()
         assert roots, "the vCPUs are in long mode: page-table roots to check against"
         verified, rejected, fakes = [], 0, 0
         for gpa in vmcoreinfo.scan_candidates(qc.memory, qc.host.fd):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
+from qemu_vmcore.arch.x86.paging import X86PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import MAX_NOTE_SIZE, VmcoreInfo
 from qemu_vmcore.host.core import HostCore, open_core
@@ -147,7 +148,7 @@ def raw_note(descsz: int, desc: bytes = b"", *, namesz: int = 11, ntype: int = 0
     return E.ELF64LE.nhdr.pack(namesz=namesz, descsz=descsz, type=ntype) + b"VMCOREINFO\0\0" + desc
 
 
-def kernel_page_tables(ram: bytearray) -> tuple[tuple[int, bool], ...]:
+def kernel_page_tables(ram: bytearray) -> tuple[X86PageTables, ...]:
     """4-level tables mapping the kernel image (KIMG + x -> KERNEL_PHYS_BASE + x, 4 KiB
     pages), as a vCPU's CR3 would; returns the ``roots`` for find()."""
     pml4, pdpt, pd, pt = (PGT_AT + k * PAGE for k in range(4))
@@ -157,7 +158,7 @@ def kernel_page_tables(ram: bytearray) -> tuple[tuple[int, bool], ...]:
     put64(ram, pd + 8 * ((KIMG >> 21) & 0x1FF), pt | flags)
     for i in range((len(ram) - KERNEL_PHYS_BASE) // PAGE):
         put64(ram, pt + 8 * i, (KERNEL_PHYS_BASE + i * PAGE) | flags)
-    return ((pml4, False),)
+    return (X86PageTables.ia32e(pml4, False),)
 
 
 #: Note headers with the sizes and types a parser must refuse or bound.

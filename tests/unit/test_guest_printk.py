@@ -55,13 +55,23 @@ from qemu_vmcore.guest.printk import (
     MAX_COUNT_BITS,
     MAX_SIZE_BITS,
     DmesgError,
-    KernelMemory,
     Ring,
     escape,
     find_ring,
-    records,
 )
+from qemu_vmcore.guest.printk import KernelMemory as _KernelMemory
+from qemu_vmcore.guest.printk import records as _records
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
+from qemu_vmcore.source import kernel_page_tables
+
+
+def records(mem, info):
+    """The log, with the kernel page tables the engine would give (init_top_pgt)."""
+    return _records(mem, info, kernel_page_tables(info))
+
+
+def KernelMemory(mem, info):  # noqa: N802 (stands in for the class)
+    return _KernelMemory(mem, info, kernel_page_tables(info))
 
 
 def dmesg(ram: bytearray, info: VmcoreInfo | None = None) -> list[bytes]:

@@ -1,8 +1,7 @@
-"""guest.physmem: guest-physical addresses over the host core, and sparse copying."""
+"""guest.physmem: guest-physical addresses over the host core, and where their bytes are."""
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from dataclasses import replace
@@ -13,17 +12,8 @@ from hypothesis import strategies as st
 from support import synth
 from support.synth import G4, HI_DUMPED, HI_HVA, HI_SIZE, PAGE, R0, R1, R2, R3, RAM_HVA
 
-from qemu_vmcore.errors import MissingMemoryError, OutputError
-from qemu_vmcore.guest import physmem
-from qemu_vmcore.guest.physmem import (
-    CopyJob,
-    GuestPhysicalMemory,
-    Piece,
-    PieceKind,
-    copy_range,
-    data_runs,
-    run_copies,
-)
+from qemu_vmcore.errors import MissingMemoryError
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind, data_runs
 from qemu_vmcore.host.core import open_core
 from qemu_vmcore.qemu.memory import GuestRange
 
@@ -99,7 +89,7 @@ def test_read(ram):
 
 
 def test_read_of_untouched_ram_is_zeros_like_the_vmcore(ram):
-    """coverage() says "yes" and copy_to() writes zeros there; read() should agree."""
+    """coverage() says "yes" and the copy writes zeros there; read() should agree."""
     mem, _, hi = ram
     assert mem.read(G4 + HI_DUMPED * PAGE - 4, 8) == hi[-4:] + bytes(4)
 
@@ -211,34 +201,26 @@ def test_read_of_a_core_that_shrank_after_it_was_opened(tmp_path):
         assert info.value.context["gpa"] == G4 + PAGE - 1
 
 
-def test_copy_to_writes_data_skips_the_rest_and_reports_progress(ram, tmp_path):
+def test_mapping_says_where_the_bytes_are(ram):
+    """Each span: output offset, source fd, source offset, size; holes left out."""
     mem, ram_bytes, hi = ram
-    out = tmp_path / "out"
-    done = []
     placements = [(R2, PAGE), (R3, PAGE + HI_SIZE), (R0, 2 * PAGE + HI_SIZE)]
-    total = 2 * PAGE + HI_SIZE + R0.size
-    with open(out, "wb+") as f:
-        f.truncate(total)
-        mem.copy_to(f.fileno(), placements, done.append)
-        f.seek(0)
-        got = f.read()
-    assert sum(done) == R2.size + R3.size + R0.size
-    assert all(n >= 0 for n in done)
-    assert got == bytes(PAGE) + hi + bytes(HI_DUMPED * PAGE) + bytes(PAGE) + ram_bytes[: R0.size]
-    # Only the pages that hold data were written.
-    data_pages = HI_DUMPED + sum(1 for p in synth.RAM_DATA_PAGES if p * PAGE < R0.size)
-    assert synth.allocated_bytes(out) <= (data_pages + 2) * PAGE
+    spans = list(mem.mapping(placements))
+    assert all(s.size > 0 for s in spans)
+    assert all(a.at + a.size <= b.at for a, b in zip(spans, spans[1:], strict=False))
+    # R2's first half is data, R3 is not in the core: neither is in a span.
+    assert spans[0].at == PAGE and spans[0].size == HI_DUMPED * PAGE
+    assert os.pread(spans[0].fd, spans[0].size, spans[0].offset) == hi[: HI_DUMPED * PAGE]
+    base = 2 * PAGE + HI_SIZE
+    for s in spans[1:]:
+        assert base <= s.at and s.at + s.size <= base + R0.size
+        assert os.pread(s.fd, s.size, s.offset) == ram_bytes[s.at - base : s.at - base + s.size]
+    # file_spans() is the mapping of every range at its own gpa.
+    assert list(mem.file_spans()) == list(mem.mapping((r, r.gpa) for r in mem.ranges()))
+    assert list(mem.mapping([])) == []
 
 
-def test_copy_to_nothing(ram, tmp_path):
-    mem, _, _ = ram
-    done = []
-    with open(tmp_path / "out", "wb+") as f:
-        mem.copy_to(f.fileno(), [], done.append)
-    assert sum(done) == 0
-
-
-# -- data_runs, run_copies, copy_range ------------------------------------------------
+# -- data_runs ----------------------------------------------------------------------
 
 
 def _sparse_file(path, pages):
@@ -293,29 +275,6 @@ def test_data_runs_find_exactly_the_data(scratch, pages, data):
             assert not touching, (k, runs)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.booleans(), min_size=1, max_size=16), st.sampled_from([0, PAGE, 100]))
-def test_copying_the_data_runs_reproduces_the_file(scratch, pages, dst_off):
-    with tempfile.TemporaryDirectory(dir=scratch) as d:
-        content = _sparse_file(os.path.join(d, "src"), pages)
-        src = os.open(os.path.join(d, "src"), os.O_RDONLY)
-        dst = os.open(os.path.join(d, "dst"), os.O_RDWR | os.O_CREAT)
-        try:
-            os.ftruncate(dst, dst_off + len(content))
-            jobs = [CopyJob(off, dst_off + off, n) for off, n in data_runs(src, 0, len(content))]
-            done = []
-            run_copies(src, dst, jobs, done.append)
-            got = os.pread(dst, len(content), dst_off)
-            allocated = synth.allocated_bytes(os.path.join(d, "dst"))
-        finally:
-            os.close(src)
-            os.close(dst)
-    assert got == content
-    assert sum(done) == sum(j.size for j in jobs)
-    # Each data page costs one block, two when the destination is not page-aligned.
-    assert allocated <= (sum(pages) * (1 if dst_off % PAGE == 0 else 2) + 1) * PAGE
-
-
 def test_data_runs_of_a_file_that_is_all_hole(tmp_path):
     _sparse_file(tmp_path / "src", [False] * 8)
     with open(tmp_path / "src", "rb") as f:
@@ -329,116 +288,3 @@ def test_data_runs_clip_to_the_range(tmp_path):
         assert data_runs(f.fileno(), 100, PAGE) == [(100, PAGE)]
         assert data_runs(f.fileno(), PAGE + 5, 2 * PAGE) == [(PAGE + 5, PAGE - 5), (3 * PAGE, 5)]
         assert data_runs(f.fileno(), 0, 0) == []
-
-
-@pytest.fixture
-def two_files(tmp_path):
-    content = _sparse_file(tmp_path / "src", [True, True, False, True])
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
-    yield src, dst, content
-    os.close(src)
-    os.close(dst)
-
-
-def test_copy_range_copies_and_leaves_zero_pages_as_holes(monkeypatch, two_files):
-    src, dst, content = two_files
-    done = []
-    copy_range(src, 0, dst, 0, len(content), done.append)
-    assert os.pread(dst, len(content), 0) == content
-    assert sum(done) == len(content)
-
-
-def test_copy_range_writes_no_zero_page(monkeypatch, tmp_path):
-    """A page of zeros that is data in the source is a hole in the copy."""
-    data = synth.pattern(PAGE, seed=3) + bytes(2 * PAGE) + synth.pattern(PAGE, seed=4)
-    (tmp_path / "src").write_bytes(data)  # all four pages allocated
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
-    try:
-        os.ftruncate(dst, len(data))
-        copy_range(src, 0, dst, 0, len(data), lambda n: None)
-        assert os.pread(dst, len(data), 0) == data
-        assert data_runs(dst, 0, len(data)) == [(0, PAGE), (3 * PAGE, PAGE)]
-    finally:
-        os.close(src)
-        os.close(dst)
-
-
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
-def test_copy_range_out_of_space_is_an_output_error(monkeypatch, two_files, code):
-    src, dst, _ = two_files
-
-    def full(*args):
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(os, "pwrite", full)
-    with pytest.raises(OutputError, match="cannot write the vmcore") as info:
-        copy_range(src, 0, dst, 0, PAGE, lambda n: None)
-    assert info.value.exit_code == 3
-
-
-def test_copy_range_other_errors_propagate(monkeypatch, two_files):
-    src, dst, _ = two_files
-
-    def broken(*args):
-        raise OSError(errno.EIO, "I/O error")
-
-    monkeypatch.setattr(os, "pwrite", broken)
-    with pytest.raises(OSError) as info:
-        copy_range(src, 0, dst, 0, PAGE, lambda n: None)
-    assert info.value.errno == errno.EIO
-
-
-def test_copy_range_past_the_end_of_the_source(two_files):
-    src, dst, content = two_files
-    done = []
-    with pytest.raises(MissingMemoryError, match="ended early") as info:
-        copy_range(src, len(content) - 10, dst, 0, 100, done.append)
-    assert f"{len(content):#x}" in info.value.message
-    assert sum(done) == 10
-
-
-@pytest.mark.parametrize("code", [errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP])
-def test_copy_whole_falls_back_to_pread_pwrite(monkeypatch, two_files, code):
-    src, dst, content = two_files
-    calls = []
-
-    def refuse(*args):
-        calls.append(args)
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(os, "copy_file_range", refuse)
-    done = []
-    physmem.copy_whole(src, 0, dst, 0, len(content), done.append)
-    assert len(calls) == 1  # not retried once it failed
-    assert os.pread(dst, len(content), 0) == content
-    assert sum(done) == len(content)
-
-
-def test_copy_whole_out_of_space_is_an_output_error(monkeypatch, two_files):
-    src, dst, _ = two_files
-
-    def full(*args):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "copy_file_range", full)
-    with pytest.raises(OutputError, match="cannot write the vmcore"):
-        physmem.copy_whole(src, 0, dst, 0, PAGE, lambda n: None)
-
-
-def test_small_copies_go_through_the_kernel_large_ones_skip_zero_pages(monkeypatch, tmp_path):
-    data = synth.pattern(PAGE, seed=5) + bytes(PAGE)  # one data page, one zero page
-    (tmp_path / "src").write_bytes(data)
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    try:
-        for threshold, runs in ((1 << 30, [(0, 2 * PAGE)]), (0, [(0, PAGE)])):
-            monkeypatch.setattr(physmem, "ZERO_SCAN_FROM", threshold)
-            dst = os.open(tmp_path / f"dst{threshold}", os.O_RDWR | os.O_CREAT)
-            os.ftruncate(dst, len(data))
-            physmem.run_copies(src, dst, [CopyJob(0, 0, len(data))], lambda n: None)
-            assert os.pread(dst, len(data), 0) == data
-            assert data_runs(dst, 0, len(data)) == runs
-            os.close(dst)
-    finally:
-        os.close(src)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support.runs import assert_one_line_error, run_cli
 
-from qemu_vmcore.guest.x86_mappings import Mapping
+from qemu_vmcore.guest.paging import Mapping
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, OptionError, parse_size, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange

@@ -3,8 +3,11 @@
 Like a volatility3 layer, it translates its addresses into the layer below:
 each :class:`~qemu_vmcore.qemu.memory.GuestRange` maps ``[gpa, end)`` onto
 host addresses, and the host core says which of those bytes it holds.
-Writers use only this object: ``ranges()``, ``pieces()``, ``read()`` and
-``copy_to()``; they never see drgn, gdb or QEMU.
+Writers use only this object: ``ranges()``, ``pieces()``, ``read()``, and
+``mapping()``, which says where the bytes of guest RAM are (the file and
+offset of every run of data, holes left out) for the writers' copy engine
+(:mod:`qemu_vmcore.writers.copy`) to move; this layer knows nothing of
+output files. They never see drgn, gdb or QEMU.
 
 Shared file-backed guest RAM that the core lacks is read from its backing
 file, when that still exists (see :mod:`qemu_vmcore.guest.backing`).
@@ -15,17 +18,24 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from qemu_vmcore.errors import MissingMemoryError, OutputError
-from qemu_vmcore.fileio import CHUNK, copy_in_kernel, copy_sparse
+from qemu_vmcore.errors import MissingMemoryError
 from qemu_vmcore.guest.backing import BackingFiles, file_spans
 from qemu_vmcore.host.core import ExtentKind, FileMapping, HostCore
 from qemu_vmcore.qemu.memory import GuestRange
 
-Progress = Callable[[int], None]
+
+class Span(NamedTuple):
+    """``size`` bytes at ``at`` (a gpa, or an output offset) are at
+    ``offset`` in the open file ``fd`` (the core, or a backing file)."""
+
+    at: int
+    fd: int
+    offset: int
+    size: int
 
 
 class PieceKind(enum.Enum):
@@ -189,15 +199,28 @@ class GuestPhysicalMemory:
         for gpa, _, offset, size in self.file_spans():
             yield gpa, offset, size
 
-    def file_spans(self) -> Iterator[tuple[int, int, int, int]]:
+    def file_spans(self) -> Iterator[Span]:
         """``(gpa, fd, file_offset, size)`` of every run of guest RAM held as
         data, in the core (``fd`` is the core's) or in a backing file."""
-        for r in self._ranges:
+        return self.mapping((r, r.gpa) for r in self._ranges)
+
+    def mapping(self, placements: Iterable[tuple[GuestRange, int]]) -> Iterator[Span]:
+        """Where the bytes of each ``(range, out_offset)`` are: a :class:`Span`
+        ``(out_offset + offset in the range, fd, file_offset, size)`` per run
+        of data, in order.
+
+        Holes in the core, untouched RAM and pieces the core lacks are left
+        out (their bytes are zeros, or missing, which the caller decided
+        about beforehand), as volatility3's ``DataLayerInterface.mapping()``
+        leaves out what a layer does not hold.
+        """
+        for r, out_offset in placements:
             for p in self._pieces[r]:
                 fd = self._source_fd(p)
                 if fd is not None:
+                    dst = out_offset + (p.gpa - r.gpa)
                     for off, size in data_runs(fd, p.file_offset, p.size):
-                        yield p.gpa + (off - p.file_offset), fd, off, size
+                        yield Span(dst + (off - p.file_offset), fd, off, size)
 
     def _source_fd(self, p: Piece) -> int | None:
         """The file holding ``p``'s bytes at ``p.file_offset``, if any."""
@@ -245,39 +268,6 @@ class GuestPhysicalMemory:
             raise MissingMemoryError(f"guest-physical {pos:#x} is not guest RAM", gpa=pos)
         return bytes(out)
 
-    def copy_to(self, fd: int, placements: list[tuple[GuestRange, int]], progress: Progress):
-        """Write each ``(range, out_offset)`` into ``fd``, sparsely.
-
-        Holes in the core, and pieces the core lacks, are skipped: the caller
-        sized ``fd`` beforehand, so they read back as zeros and cost no disk.
-        ``progress`` is called with each number of guest bytes dealt with.
-        """
-        jobs: list[CopyJob] = []
-        for r, out_offset in placements:
-            for p in self._pieces[r]:
-                dst = out_offset + (p.gpa - r.gpa)
-                src = self._source_fd(p)
-                if src is not None:
-                    other = None if src == self._host.fd else src
-                    for off, size in data_runs(src, p.file_offset, p.size):
-                        jobs.append(CopyJob(off, dst + (off - p.file_offset), size, other))
-        skipped = sum(r.size for r, _ in placements) - sum(j.size for j in jobs)
-        progress(skipped)
-        run_copies(self._host.fd, fd, jobs, progress)
-
-
-@dataclass(frozen=True)
-class CopyJob:
-    """Copy ``size`` bytes from core offset ``src`` to output offset ``dst``.
-
-    :param fd: the file to copy from when not the core (a backing file).
-    """
-
-    src: int
-    dst: int
-    size: int
-    fd: int | None = None
-
 
 def data_runs(fd: int, offset: int, size: int) -> list[tuple[int, int]]:
     """``(offset, size)`` of each data run of ``fd`` within ``[offset, offset + size)``.
@@ -301,64 +291,3 @@ def data_runs(fd: int, offset: int, size: int) -> list[tuple[int, int]]:
         runs.append((data, hole - data))
         pos = hole
     return runs
-
-
-#: From this much data on, zero pages are looked for and left as holes.
-#: Finding them costs about 0.3 s of CPU per GB more than copy_file_range:
-#: below this size that would be a third of the whole run (measured 0.25 s
-#: against 0.40 s on the 512 MiB rig case) for a few MB of disk; above it,
-#: disk is what matters (3/10 of the 4608 MiB case's data is zero pages) and
-#: the copy runs at cp --sparse=always's speed.
-ZERO_SCAN_FROM = 1 << 30
-
-
-def run_copies(src: int, dst: int, jobs: list[CopyJob], progress: Progress) -> None:
-    """Run copy jobs in order, through one reused buffer (memory stays flat)."""
-    if sum(j.size for j in jobs) < ZERO_SCAN_FROM:
-        for j in jobs:
-            copy_whole(src if j.fd is None else j.fd, j.src, dst, j.dst, j.size, progress)
-        return
-    buf = bytearray(CHUNK)
-    for j in jobs:
-        copy_range(src if j.fd is None else j.fd, j.src, dst, j.dst, j.size, progress, buf)
-
-
-@contextmanager
-def _copy_errors() -> Iterator[None]:
-    """Map a short source and a full destination to our errors."""
-    try:
-        yield
-    except EOFError as e:
-        raise MissingMemoryError(
-            f"the core file ended early at offset {e.args[0]:#x}; was it truncated?"
-        ) from None
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OutputError(f"cannot write the vmcore: {e.strerror}") from None
-        raise
-
-
-def copy_whole(src: int, src_off: int, dst: int, dst_off: int, size: int, progress: Progress):
-    """Copy ``size`` bytes in the kernel (copy_file_range), zero pages included."""
-    with _copy_errors():
-        copy_in_kernel(src, src_off, dst, dst_off, size, progress)
-
-
-def copy_range(
-    src: int,
-    src_off: int,
-    dst: int,
-    dst_off: int,
-    size: int,
-    progress: Progress,
-    buf: bytearray | None = None,
-) -> None:
-    """Copy ``size`` bytes of ``src``, leaving all-zero pages as holes.
-
-    Guest RAM the guest zeroed (a freshly allocated page, an init_on_alloc
-    kernel) is data in the core but zeros in the guest; copying it sparsely
-    keeps the vmcore at the size of the guest's non-zero pages (a third
-    smaller on the 4608 MiB rig case).
-    """
-    with _copy_errors():
-        copy_sparse(src, src_off, dst, dst_off, size, progress, buf or bytearray(CHUNK))

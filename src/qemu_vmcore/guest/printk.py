@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import VmcoreError
-from qemu_vmcore.guest import x86_paging
+from qemu_vmcore.guest.paging import PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
 
@@ -55,16 +55,16 @@ class KernelMemory:
     """Kernel virtual addresses -> guest-physical, for the addresses printk uses.
 
     Kernel-image addresses translate by ``__pa_symbol``; anything else (the
-    direct map, where boot-time buffers live) through the kernel's own page
-    tables at SYMBOL(init_top_pgt).
+    direct map, where boot-time buffers live) through ``tables``, the kernel's
+    own page tables, which the engine builds for the guest's architecture
+    (None: none known, and such addresses are not mapped).
     """
 
-    def __init__(self, mem: GuestPhysicalMemory, info: VmcoreInfo) -> None:
-        self.mem, self.info = mem, info
+    def __init__(
+        self, mem: GuestPhysicalMemory, info: VmcoreInfo, tables: PageTables | None
+    ) -> None:
+        self.mem, self.info, self.tables = mem, info, tables
         self.image_end = START_KERNEL_MAP + (info.number("KERNEL_IMAGE_SIZE") or 1 << 30)
-        pgt = info.symbol("init_top_pgt")
-        self.root = info.kernel_image_pa(pgt) if pgt is not None else None
-        self.la57 = bool(info.number("pgtable_l5_enabled"))
         self._pages: dict[int, int | None] = {}
 
     def pa(self, vaddr: int) -> int:
@@ -75,8 +75,8 @@ class KernelMemory:
             if len(self._pages) > 4096:
                 self._pages.clear()
             pa = None
-            if self.root is not None:
-                pa = x86_paging.translate(self.mem, self.root, page, la57=self.la57)
+            if self.tables is not None:
+                pa = self.tables.translate(self.mem, page)
             self._pages[page] = pa
         base = self._pages[page]
         if base is None:
@@ -134,9 +134,14 @@ def find_ring(km: KernelMemory) -> Ring:
     )
 
 
-def records(mem: GuestPhysicalMemory, info: VmcoreInfo) -> Iterator[bytes]:
-    """Each log record formatted as vmcore-dmesg prints it, newline included."""
-    km = KernelMemory(mem, info)
+def records(
+    mem: GuestPhysicalMemory, info: VmcoreInfo, tables: PageTables | None
+) -> Iterator[bytes]:
+    """Each log record formatted as vmcore-dmesg prints it, newline included.
+
+    :param tables: the kernel's own page tables (see :class:`KernelMemory`).
+    """
+    km = KernelMemory(mem, info, tables)
     ring = find_ring(km)
     sizes = {
         "desc": _need(info, "size", "prb_desc"),

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError
-from qemu_vmcore.guest import x86_paging
+from qemu_vmcore.guest.paging import PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.layouts import elf as E
 
@@ -176,8 +176,9 @@ def parse_text(desc: bytes) -> dict[str, str]:
     return fields
 
 
-#: Page-table roots to check symbols against: ``(cr3, la57)`` pairs.
-Roots = tuple[tuple[int, bool], ...]
+#: The vCPUs' page tables to check symbols against (built by the engine
+#: from the guest's architecture, e.g. arch.x86.paging.kernel_page_tables).
+Roots = Sequence[PageTables]
 
 
 def candidate_at(
@@ -203,7 +204,7 @@ def candidate_at(
 def verify(mem: GuestPhysicalMemory, info: VmcoreInfo, roots: Roots = ()) -> bool:
     """Whether the kernel's ``init_uts_ns.name.release`` equals the note's OSRELEASE.
 
-    :param roots: page-table roots of the vCPUs (CR3s). When given, the
+    :param roots: the vCPUs' page tables. When given, the
         symbol must translate through one of them to the physical address
         the note's own phys_base gives; without them (no vCPU in long mode)
         the check is weaker, resting on the release string alone.
@@ -214,7 +215,7 @@ def verify(mem: GuestPhysicalMemory, info: VmcoreInfo, roots: Roots = ()) -> boo
     if not START_KERNEL_MAP <= uts < START_KERNEL_MAP + KERNEL_IMAGE_MAX:
         return False
     pa = info.kernel_image_pa(uts)
-    if roots and not any(x86_paging.translate(mem, r, uts, la57=l5) == pa for r, l5 in roots):
+    if roots and not any(t.translate(mem, uts) == pa for t in roots):
         return False
     pa += name_off + UTS_RELEASE_INDEX * UTS_FIELD_LEN
     try:
@@ -299,7 +300,7 @@ def find(
 
     :param device: ``(paddr, size, format)`` from QEMU's vmcoreinfo device,
         or None when it has none.
-    :param roots: the vCPUs' page-table roots, for :func:`verify`.
+    :param roots: the vCPUs' page tables, for :func:`verify`.
     """
     search = Search(None, device_state)
     if device is not None:

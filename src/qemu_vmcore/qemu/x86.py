@@ -133,25 +133,6 @@ def read_state(dbg: Debugger, cpu: Value) -> X86State:
     )
 
 
-CR4_LA57 = 1 << 12
-PTI_USER_PGD = 1 << 12  # with page-table isolation, the user PGD is the kernel's + 4 KiB
-
-
-def page_roots(states: list[X86State]) -> tuple[tuple[int, bool], ...]:
-    """``(cr3, la57)`` of each long-mode vCPU's kernel page tables, deduplicated.
-
-    A vCPU stopped in user mode under PTI runs on the user PGD, which maps
-    little of the kernel; its kernel PGD is the same address with bit 12 clear.
-    """
-    roots: dict[tuple[int, bool], None] = {}
-    for s in states:
-        if s.long_mode:
-            la57 = bool(s.cr[4] & CR4_LA57)
-            roots[(s.cr[3], la57)] = None
-            roots[(s.cr[3] & ~PTI_USER_PGD, la57)] = None
-    return tuple(roots)
-
-
 #: Where a PC (``pc-i440fx-*``, ``pc-q35-*``) maps its RAM: pc_memory_init()
 #: aliases the machine's RAM at 0 for ``below_4g_mem_size`` bytes and at
 #: 4 GiB for the rest (``above_4g_mem_size``), at the same offsets in the

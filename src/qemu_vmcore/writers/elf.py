@@ -22,10 +22,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
-from qemu_vmcore.guest.x86_mappings import Mapping
+from qemu_vmcore.fileio import pwrite_all
+from qemu_vmcore.guest.paging import Mapping
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
+from qemu_vmcore.writers.copy import Progress, copy_spans
 
 PAGE_SIZE = 4096
 
@@ -160,12 +162,7 @@ def _mapping_loads(placements: Sequence[Placement], mappings: Sequence[Mapping])
 def write_elf(fd: int, image: ElfImage, memory: GuestPhysicalMemory, progress: Progress) -> None:
     """Write ``image`` to ``fd`` (a new, empty file), copying guest RAM sparsely."""
     os.ftruncate(fd, image.file_size)
-    _pwrite_all(fd, image.head, 0)
-    memory.copy_to(fd, [(p.range, p.file_offset) for p in image.placements], progress)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+    pwrite_all(fd, image.head, 0)
+    placements = [(p.range, p.file_offset) for p in image.placements]
+    total = sum(p.range.size for p in image.placements)
+    copy_spans(fd, memory.mapping(placements), total, progress)

@@ -29,12 +29,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Progress
+from qemu_vmcore.fileio import pwrite_all, write_all
+from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts import kdump as K
 from qemu_vmcore.layouts.cstruct import Layout
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.writers.compress import Method, compressor
+from qemu_vmcore.writers.copy import Progress
 
 PAGE = K.PAGE_SIZE
 CHUNK_PAGES = 256  # 1 MiB of guest RAM per compression task
@@ -234,10 +236,7 @@ class RawSink:
         pass
 
     def write(self, offset: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self.fd, view, offset)
-            view, offset = view[n:], offset + n
+        pwrite_all(self.fd, data, offset)
 
     def finish(self, size: int) -> None:
         os.ftruncate(self.fd, size)  # the bitmaps' zero tails may never be written
@@ -264,9 +263,7 @@ class FlatSink(RawSink):
         self._append(K.MDF_DATA_HEADER.pack(offset=end, buf_size=end))
 
     def _append(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        write_all(self.fd, data)
 
 
 # -- pages ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""guest.x86_paging: page-table walks over crafted (and hostile) guest tables."""
+"""arch.x86.paging translate(): page-table walks over crafted (and hostile) guest tables."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from support.guestsynth import (
     va,
 )
 
+from qemu_vmcore.arch.x86.paging import translate
 from qemu_vmcore.errors import MissingMemoryError
-from qemu_vmcore.guest.x86_paging import translate
 
 P, RW, US, ACCESSED, DIRTY, PS = 1, 2, 4, 1 << 5, 1 << 6, 1 << 7
 PAT_LARGE = 1 << 12  # the PAT bit of a 2 MiB / 1 GiB entry: not an address bit

@@ -1,4 +1,19 @@
-"""The guest's virtual memory map, walked from its page tables (``--paging``).
+"""x86 page tables: the one walker, for one address or the whole map.
+
+Every paging mode the vCPUs can be in is one :class:`Mode` (entry width,
+levels, where large pages are): 4-level and 5-level (LA57) IA-32e paging,
+PAE, 32-bit paging with and without CR4.PSE; with CR0.PG clear (real mode,
+protected mode without paging) there are no tables. Reading a table and
+decoding an entry are shared by the two uses:
+
+* :func:`translate` (:class:`X86PageTables`): one virtual address, at most
+  one entry read per level, for VMCOREINFO confirmation and printk.
+* :func:`guest_mappings`: the guest's virtual memory map (``--paging``),
+  described below.
+
+The constants (PTE_*, CR0_PG, CR4_*) are defined here once.
+
+The guest's virtual memory map, walked from its page tables (``--paging``):
 
 What QMP ``dump-guest-memory`` with ``paging: true`` computes
 (``qemu_get_guest_memory_mapping`` in system/memory_mapping.c and the walks
@@ -39,9 +54,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.physmem import GuestPhysicalMemory
+from qemu_vmcore.guest.paging import Mapping, PhysicalReader
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.qemu.x86 import X86State
+
+__all__ = [
+    "MAX_MAPPINGS",
+    "MAX_TABLES",
+    "Mapping",
+    "Mode",
+    "PagingLimitError",
+    "X86PageTables",
+    "filter_mappings",
+    "guest_mappings",
+    "kernel_page_tables",
+    "merge",
+    "translate",
+    "vcpu_mode",
+]
 
 #: Page tables read in one walk (all vCPUs together): 65536 tables of 512
 #: entries map 128 GiB in 4 KiB pages.
@@ -50,35 +80,154 @@ MAX_TABLES = 1 << 16
 MAX_MAPPINGS = 1 << 18
 
 PTE_PRESENT = 1
-PTE_PSE = 1 << 7
-ADDR_MASK = 0x000F_FFFF_FFFF_F000  # bits 51:12
+PTE_PSE = 1 << 7  # a large page at PDPT (1 GiB) or PD (2 MiB / 4 MiB) level
+ADDR_MASK = 0x000F_FFFF_FFFF_F000  # bits 51:12 of a 64-bit entry
+ADDR_MASK_32 = 0xFFFF_F000  # bits 31:12 of a 32-bit entry
 CR0_PG = 1 << 31
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 CR4_LA57 = 1 << 12
+PAGE_SHIFT = 12
 PAGE_4K = 1 << 12
 PAGE_4M = 1 << 22
+#: With page-table isolation, the user PGD is the kernel's + 4 KiB.
+PTI_USER_PGD = 1 << 12
 
 
 class PagingLimitError(VmcoreError):
     """The guest's page tables are too large, or corrupt, to walk."""
 
 
-@dataclass(frozen=True, order=True)
-class Mapping:
-    """Guest virtual ``[vaddr, vaddr + size)`` maps guest-physical ``[paddr, paddr + size)``.
+@dataclass(frozen=True)
+class Mode:
+    """One x86 paging mode: how its tables are laid out and decoded.
 
-    Ordered by physical address, as QEMU orders its PT_LOADs.
+    :param kind: the walk's name for the tables (4- and 5-level share one:
+        a table seen in either is the same table).
+    :param levels: table levels, the root's being ``levels``.
+    :param width: bytes per entry (8, or 4 for 32-bit paging).
+    :param index_bits: bits of the address per level below the root.
+    :param root_entries: entries in the root table (4 for PAE's PDPT).
+    :param root_mask: the bits of CR3 that address the root table.
+    :param large_levels: levels at which PS makes an entry a page.
+    :param sign_bit: the bit virtual addresses are sign-extended from.
     """
 
-    paddr: int
-    vaddr: int
-    size: int
+    kind: str
+    levels: int
+    width: int
+    index_bits: int
+    root_entries: int
+    root_mask: int
+    large_levels: tuple[int, ...]
+    sign_bit: int | None
+
+    def shift(self, level: int) -> int:
+        """The low bit of the address an entry at ``level`` indexes."""
+        return PAGE_SHIFT + self.index_bits * (level - 1)
+
+    def entries(self, level: int) -> int:
+        return self.root_entries if level == self.levels else 1 << self.index_bits
 
     @property
-    def end(self) -> int:
-        """First physical address after the mapping (exclusive)."""
-        return self.paddr + self.size
+    def addr_mask(self) -> int:
+        """The bits of an entry that address a table or a 4 KiB page."""
+        return ADDR_MASK if self.width == 8 else ADDR_MASK_32
+
+    def large_page(self, entry: int, level: int) -> int | None:
+        """The physical start of the page ``entry`` maps at ``level``, if it is a large page."""
+        if level not in self.large_levels or not entry & PTE_PSE:
+            return None
+        if self.width == 4:  # PSE-36: bits 39:32 of the address are bits 20:13
+            return (entry & 0xFFC0_0000) | ((entry & 0x1FE000) << 19)
+        return entry & ADDR_MASK & ~((1 << self.shift(level)) - 1)
+
+
+IA32E_4 = Mode("ia32e", 4, 8, 9, 512, ADDR_MASK, (2, 3), 47)
+IA32E_5 = Mode("ia32e", 5, 8, 9, 512, ADDR_MASK, (2, 3), 56)
+PAE = Mode("pae", 3, 8, 9, 4, ~0x1F & 0xFFFF_FFFF, (2,), None)
+LEGACY32 = Mode("legacy32", 2, 4, 10, 1024, ADDR_MASK_32, (), None)
+LEGACY32_PSE = Mode("legacy32", 2, 4, 10, 1024, ADDR_MASK_32, (2,), None)
+
+
+def vcpu_mode(s: X86State) -> Mode | None:
+    """The paging mode of a vCPU (None: CR0.PG clear, no tables)."""
+    cr0, cr4 = s.cr[0], s.cr[4]
+    if not cr0 & CR0_PG:
+        return None
+    if cr4 & CR4_PAE:
+        if s.long_mode:
+            return IA32E_5 if cr4 & CR4_LA57 else IA32E_4
+        return PAE
+    return LEGACY32_PSE if cr4 & CR4_PSE else LEGACY32
+
+
+def read_entries(mem: PhysicalReader, addr: int, count: int, width: int) -> tuple[int, ...] | None:
+    """``count`` entries of ``width`` bytes at ``addr``; None when not in memory.
+
+    ``count`` is a table's size at most (never a guest-chosen number).
+    """
+    try:
+        raw = mem.read(addr, count * width)
+    except MissingMemoryError:
+        return None
+    return struct.unpack(f"<{count}{'Q' if width == 8 else 'I'}", raw)
+
+
+def translate(
+    mem: PhysicalReader, root: int, vaddr: int, *, la57: bool = False, mode: Mode | None = None
+) -> int | None:
+    """The guest-physical address of ``vaddr`` under the tables at ``root`` (CR3).
+
+    ``mode`` defaults to IA-32e paging, 5-level with ``la57``. Returns None
+    when the address is not mapped or a table is not in memory. A walk is at
+    most ``levels`` reads of one entry each.
+    """
+    mode = mode or (IA32E_5 if la57 else IA32E_4)
+    table = root & mode.root_mask
+    for level in range(mode.levels, 0, -1):
+        shift = mode.shift(level)
+        index = (vaddr >> shift) & (mode.entries(level) - 1)
+        got = read_entries(mem, table + mode.width * index, 1, mode.width)
+        if got is None or not got[0] & PTE_PRESENT:
+            return None
+        (entry,) = got
+        base = mode.large_page(entry, level)
+        if base is not None:
+            return base | (vaddr & ((1 << shift) - 1))
+        table = entry & mode.addr_mask
+    return table | (vaddr & 0xFFF)
+
+
+@dataclass(frozen=True)
+class X86PageTables:
+    """One set of x86 page tables: a root (CR3) and its mode (the seam's
+    :class:`~qemu_vmcore.guest.paging.PageTables`)."""
+
+    root: int
+    mode: Mode = IA32E_4
+
+    @classmethod
+    def ia32e(cls, root: int, la57: bool) -> X86PageTables:
+        return cls(root, IA32E_5 if la57 else IA32E_4)
+
+    def translate(self, mem: PhysicalReader, vaddr: int) -> int | None:
+        return translate(mem, self.root, vaddr, mode=self.mode)
+
+
+def kernel_page_tables(states: Sequence[X86State]) -> tuple[X86PageTables, ...]:
+    """Each long-mode vCPU's kernel page tables, deduplicated, in vCPU order.
+
+    A vCPU stopped in user mode under PTI runs on the user PGD, which maps
+    little of the kernel; its kernel PGD is the same address with bit 12 clear.
+    """
+    roots: dict[X86PageTables, None] = {}
+    for s in states:
+        if s.long_mode:
+            la57 = bool(s.cr[4] & CR4_LA57)
+            roots[X86PageTables.ia32e(s.cr[3], la57)] = None
+            roots[X86PageTables.ia32e(s.cr[3] & ~PTI_USER_PGD, la57)] = None
+    return tuple(roots)
 
 
 class RamIndex:
@@ -107,7 +256,7 @@ class RamIndex:
 class _Walk:
     """One walk over all vCPUs; collects mappings merged in walk order."""
 
-    def __init__(self, memory: GuestPhysicalMemory, ram: RamIndex) -> None:
+    def __init__(self, memory: PhysicalReader, ram: RamIndex) -> None:
         self._memory = memory
         self._ram = ram
         self._seen: set[tuple[str, int, int, int]] = set()
@@ -129,11 +278,9 @@ class _Walk:
                 "(corrupt, cyclic or huge); --paging refused",
                 hint="dump without --paging",
             )
-        try:
-            raw = self._memory.read(table, count * width)
-        except MissingMemoryError:
+        values = read_entries(self._memory, table, count, width)
+        if values is None:
             return []
-        values = struct.unpack(f"<{count}{'Q' if width == 8 else 'I'}", raw)
         return [(i, e) for i, e in enumerate(values) if e & PTE_PRESENT]
 
     def _first_visit(self, kind: str, table: int, level: int, vbase: int) -> bool:
@@ -191,65 +338,39 @@ class _Walk:
         for lo, hi in self._ram.clip(paddr, paddr + pages * PAGE_4K):
             self._add(vaddr + (lo - paddr), lo, hi - lo)
 
-    # -- the walks -------------------------------------------------------------
+    # -- the walk --------------------------------------------------------------
 
-    def ia32e(self, cr3: int, la57: bool) -> None:
-        """IA-32e paging, 4-level or 5-level."""
-        levels = 5 if la57 else 4
-        self._sign_bit = 56 if la57 else 47
-        self._table64("ia32e", cr3 & ADDR_MASK, levels, 0)
+    def tables(self, mode: Mode, cr3: int) -> None:
+        """Walk the tables at ``cr3`` in ``mode``, from the root down.
 
-    def pae(self, cr3: int) -> None:
-        """PAE paging: four PDPT entries, then 2 MiB or 4 KiB pages."""
-        self._sign_bit = None
-        for i, e in self._entries(cr3 & ~0x1F & 0xFFFF_FFFF, 4, 8):
-            vbase = i << 30
-            if self._first_visit("pae", e & ADDR_MASK, 2, vbase):
-                self._table64("pae", e & ADDR_MASK, 2, vbase)
+        The root is read once per call; each table below it at most once
+        per (kind, table, level, virtual base) over the whole walk.
+        """
+        self._sign_bit = mode.sign_bit
+        self._table(mode, cr3 & mode.root_mask, mode.levels, 0)
 
-    def _table64(self, kind: str, table: int, level: int, vbase: int) -> None:
-        shift = 12 + 9 * (level - 1)
-        entries = self._entries(table, 512, 8)
+    def _table(self, mode: Mode, table: int, level: int, vbase: int) -> None:
+        shift = mode.shift(level)
+        entries = self._entries(table, mode.entries(level), mode.width)
         if level == 1:
-            self._small_pages(vbase, entries, ADDR_MASK)
+            self._small_pages(vbase, entries, mode.addr_mask)
             return
         for i, e in entries:
             vaddr = vbase | (i << shift)
-            # PS means a page at the PDPT (1 GiB) and PD (2 MiB) levels only.
-            if level in (2, 3) and e & PTE_PSE:
-                size = 1 << shift
-                self._large_page(vaddr, e & ADDR_MASK & ~(size - 1), size)
+            base = mode.large_page(e, level)
+            if base is not None:
+                self._large_page(vaddr, base, 1 << shift)
                 continue
-            below = e & ADDR_MASK
-            if self._first_visit(kind, below, level - 1, vaddr):
-                self._table64(kind, below, level - 1, vaddr)
-
-    def legacy32(self, cr3: int, pse: bool) -> None:
-        """32-bit paging: 1024-entry tables, 4 MiB pages with CR4.PSE (and PSE-36)."""
-        self._sign_bit = None
-        for i, e in self._entries(cr3 & 0xFFFF_F000, 1024, 4):
-            vaddr = i << 22
-            if pse and e & PTE_PSE:
-                high = (e & 0x1FE000) << 19  # bits 39:32 of the address are bits 20:13
-                self._large_page(vaddr, (e & 0xFFC0_0000) | high, PAGE_4M)
-                continue
-            table = e & 0xFFFF_F000
-            if self._first_visit("legacy32", table, 1, vaddr):
-                self._small_pages(vaddr, self._entries(table, 1024, 4), 0xFFFF_F000)
+            below = e & mode.addr_mask
+            if self._first_visit(mode.kind, below, level - 1, vaddr):
+                self._table(mode, below, level - 1, vaddr)
 
 
 def walk_vcpu(walk: _Walk, s: X86State) -> None:
     """Walk one vCPU's tables in its own paging mode (nothing if paging is off)."""
-    cr0, cr3, cr4 = s.cr[0], s.cr[3], s.cr[4]
-    if not cr0 & CR0_PG:
-        return
-    if cr4 & CR4_PAE:
-        if s.long_mode:
-            walk.ia32e(cr3, bool(cr4 & CR4_LA57))
-        else:
-            walk.pae(cr3)
-    else:
-        walk.legacy32(cr3, bool(cr4 & CR4_PSE))
+    mode = vcpu_mode(s)
+    if mode is not None:
+        walk.tables(mode, s.cr[3])
 
 
 def merge(found: Iterable[Sequence[int]]) -> list[Mapping]:
@@ -272,7 +393,7 @@ def merge(found: Iterable[Sequence[int]]) -> list[Mapping]:
 
 
 def guest_mappings(
-    memory: GuestPhysicalMemory, vcpus: Sequence[X86State], ram: Sequence[GuestRange]
+    memory: PhysicalReader, vcpus: Sequence[X86State], ram: Sequence[GuestRange]
 ) -> list[Mapping]:
     """The guest's virtual memory map, as QEMU's paging dump finds it.
 

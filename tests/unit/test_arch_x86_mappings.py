@@ -1,4 +1,4 @@
-"""guest.x86_mappings: the paging dump's walk over crafted (and hostile) guest tables."""
+"""arch.x86.paging guest_mappings(): the paging walk over crafted (and hostile) tables."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from support.guestsynth import PAGE, U64, guest_ram, leaf_entries, put32, put64
 from support.guestsynth import vcpu_state as vcpu
 
-from qemu_vmcore.guest import x86_mappings as M
-from qemu_vmcore.guest.x86_mappings import Mapping, PagingLimitError
+from qemu_vmcore.arch.x86 import paging as M
+from qemu_vmcore.arch.x86.paging import Mapping, PagingLimitError
 from qemu_vmcore.qemu.memory import GuestRange
 
 P, RW, US, PS = 1, 2, 4, 1 << 7
