@@ -303,7 +303,8 @@ def _open(
         from qemu_vmcore.debugger.gdb_backend import open_gdb as open_debugger
     else:
         from qemu_vmcore.debugger.drgn_backend import open_drgn as open_debugger
-    dbg = open_debugger(host, qemu=qemu, debug_file=debug_file)
+    dbg = open_debugger(host, qemu=qemu, debug_file=debug_file,
+                        first_lookups=versions.FIRST_LOOKUPS)  # fmt: skip
     if not dbg.has_variable(versions.ADDRESS_SPACE_MEMORY):
         raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
     ranges = memory.guest_ram(dbg)

@@ -19,7 +19,6 @@ import drgn
 from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import CoreFileError, DebugInfoError, QemuStateError, VmcoreError
 from qemu_vmcore.host.core import HostCore, check_regular, open_regular
-from qemu_vmcore.qemu import versions
 
 T = TypeVar("T")
 
@@ -180,7 +179,11 @@ def _quiet_drgn_log() -> None:
 
 
 def open_drgn(
-    core: HostCore, *, qemu: Path | None = None, debug_file: Path | None = None
+    core: HostCore,
+    *,
+    qemu: Path | None = None,
+    debug_file: Path | None = None,
+    first_lookups: tuple[str, ...] = (),
 ) -> DrgnDebugger:
     """Open ``core`` in drgn and load the debug info of its QEMU executable.
 
@@ -188,6 +191,9 @@ def open_drgn(
         core names, found the way drgn finds files: build-id, debuglink,
         /usr/lib/debug, debuginfod when DEBUGINFOD_URLS is set).
     :param debug_file: a separate file with QEMU's debug info.
+    :param first_lookups: names (variables, functions) to look up at once, so
+        that the debug info is indexed here (see ``_index_debug_info``); the
+        caller knows QEMU's names, this layer does not.
     :raises DebugInfoError: no matching debug info, or a file given whose
         build-id is not the core's.
     """
@@ -234,11 +240,11 @@ def open_drgn(
     executable = Path(loaded) if loaded else None
     if executable is not None and core.executable is not None:
         _serve_unsaved_from_file(prog, core, executable)
-    _index_debug_info(prog)
+    _index_debug_info(prog, first_lookups)
     return DrgnDebugger(prog, executable)
 
 
-def _index_debug_info(prog: drgn.Program) -> None:
+def _index_debug_info(prog: drgn.Program, names: tuple[str, ...]) -> None:
     """Have drgn index the DWARF now, where its errors mean "bad debug info".
 
     drgn parses the debug info on the first lookup; a corrupt file then
@@ -246,7 +252,8 @@ def _index_debug_info(prog: drgn.Program) -> None:
     whichever lookup came first.
     """
     try:
-        prog.variable(versions.ADDRESS_SPACE_MEMORY)
+        for name in names[:1]:  # the first lookup indexes everything
+            prog.object(name)
     except LookupError:
         pass  # not QEMU: the caller says so
     except Exception as e:  # noqa: BLE001

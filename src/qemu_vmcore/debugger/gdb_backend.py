@@ -24,7 +24,6 @@ import gdb
 from qemu_vmcore.debugger import describe_access
 from qemu_vmcore.errors import DebugInfoError, QemuStateError
 from qemu_vmcore.host.core import HostCore
-from qemu_vmcore.qemu import versions
 
 T = TypeVar("T")
 
@@ -183,7 +182,9 @@ class GdbDebugger:
     debug info only.
     """
 
-    def __init__(self, objfile: gdb.Objfile, executable: Path | None) -> None:
+    def __init__(
+        self, objfile: gdb.Objfile, executable: Path | None, first_lookups: tuple[str, ...] = ()
+    ) -> None:
         self.objfile = objfile
         self.executable = executable
         self._inferior = gdb.selected_inferior()
@@ -193,7 +194,8 @@ class GdbDebugger:
         # elsewhere; gdb then completes it by expanding every compilation unit
         # that names it, about 0.7 s for FlatRange alone. Looking up a function
         # of the defining unit expands that unit first, which makes it instant.
-        for name in versions.OWNERS_OF_PRIVATE_TYPES:
+        # The caller names such functions (``first_lookups``).
+        for name in first_lookups:
             objfile.lookup_global_symbol(name)
 
     def _symbol(self, name: str) -> gdb.Symbol | None:
@@ -318,13 +320,19 @@ def _main_objfile() -> gdb.Objfile | None:
 
 
 def open_gdb(
-    core: HostCore, *, qemu: Path | None = None, debug_file: Path | None = None
+    core: HostCore,
+    *,
+    qemu: Path | None = None,
+    debug_file: Path | None = None,
+    first_lookups: tuple[str, ...] = (),
 ) -> GdbDebugger:
     """The debugger over the program gdb has open with ``core``.
 
     :param qemu: the executable gdb loaded when it is not the one the core
         names (for messages; gdb itself loaded it).
     :param debug_file: the separate debug file gdb loaded, if one was named.
+    :param first_lookups: names whose lookup expands the compilation units
+        that define QEMU's private structs (a speed hint, see GdbDebugger).
     :raises DebugInfoError: gdb has no executable, its build-id is not the
         core's, or it has no debug info.
     """
@@ -351,4 +359,4 @@ def open_gdb(
             f"no debug info found for {objfile.filename}{bid}", hint=DEBUG_INFO_HINT
         )
     exe = exec_file_path() or objfile.filename
-    return GdbDebugger(objfile, Path(os.path.abspath(exe)))
+    return GdbDebugger(objfile, Path(os.path.abspath(exe)), first_lookups)

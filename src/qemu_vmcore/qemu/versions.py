@@ -245,3 +245,9 @@ def require_variable(dbg: Debugger, name: str) -> str:
             "or a QEMU release this tool does not know"
         )
     return name
+
+
+#: What the debugger backends look up first, when they open QEMU's debug
+#: info: the system memory address space (drgn indexes its DWARF on that
+#: first lookup), then the owners of private types (gdb's speed hint).
+FIRST_LOOKUPS = (ADDRESS_SPACE_MEMORY, *OWNERS_OF_PRIVATE_TYPES)
