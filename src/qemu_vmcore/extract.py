@@ -86,8 +86,9 @@ def kernel_text_load(info: VmcoreInfo, ranges: list[GuestRange]) -> VirtualLoad 
     """A PT_LOAD mapping the kernel image's virtual addresses, as kexec writes one.
 
     vmcore-dmesg and makedumpfile translate SYMBOL() addresses through PT_LOAD
-    virtual addresses; with paging=false QEMU writes none (DESIGN.md, "What
-    the consumers need"). It starts at SYMBOL(_stext) and runs to the end of
+    virtual addresses; with paging=false QEMU writes none, so they find no
+    kernel symbol in QEMU's own dump (tests/e2e/test_e2e_consumers.py runs
+    them on ours). It starts at SYMBOL(_stext) and runs to the end of
     the kernel image mapping (NUMBER(KERNEL_IMAGE_SIZE)), clipped to its RAM.
     """
     stext = info.symbol("_stext")
@@ -206,7 +207,7 @@ def prepare(
             hint=missing_hint(missing, memory.backing_problems),
             missing=missing,
         )
-    elfclass, _ = qc.elf_arch()
+    elfclass, machine = qc.elf_arch()  # decided once, for the notes and the layout
     notes = vcpu_notes(qc.vcpus, elfclass=elfclass)
     search = qc.vmcoreinfo() if vmcoreinfo else None
     info = search.chosen if search is not None else None
@@ -226,9 +227,9 @@ def prepare(
         total=sum(r.size for r in ranges),
     )
     if options.kdump:
-        prepared.kdump = kdump_layout(qc, ranges, notes, info, elfclass, options)
+        prepared.kdump = kdump_layout(qc, ranges, notes, info, (elfclass, machine), options)
     else:
-        prepared.image = elf_image(qc, ranges, notes, info, options)
+        prepared.image = elf_image(qc, ranges, notes, info, (elfclass, machine), options)
     return prepared
 
 
@@ -292,11 +293,15 @@ def elf_image(
     ranges: list[GuestRange],
     notes: bytes,
     info: VmcoreInfo | None,
+    arch: tuple[int, int],
     options: DumpOptions,
 ) -> ElfImage:
     """The ELF vmcore's layout: PT_LOADs of the ranges, or with ``paging``
-    of the guest's virtual mappings (QEMU's paging dump)."""
-    elfclass, machine = qc.elf_arch()
+    of the guest's virtual mappings (QEMU's paging dump).
+
+    :param arch: ``(ELF class, e_machine)``, from ``QemuCore.elf_arch()``.
+    """
+    elfclass, machine = arch
     elf = E.for_class(elfclass, E.ELFDATA2LSB)  # x86 guests are little-endian
     mappings, loads = None, []
     if options.paging:
@@ -323,10 +328,13 @@ def kdump_layout(
     ranges: list[GuestRange],
     notes: bytes,
     info: VmcoreInfo | None,
-    elfclass: int,
+    arch: tuple[int, int],
     options: DumpOptions,
 ):
-    """The kdump-compressed file's layout and compression method."""
+    """The kdump-compressed file's layout and compression method.
+
+    :param arch: ``(ELF class, e_machine)``, from ``QemuCore.elf_arch()``.
+    """
     from qemu_vmcore.writers import kdump
     from qemu_vmcore.writers.compress import METHODS, compressor
 
@@ -334,7 +342,7 @@ def kdump_layout(
         raise VmcoreError("the guest has no RAM to dump")
     method = METHODS[options.compression]
     compressor(method)  # refuse now, before any output, if its library is missing
-    _, machine = qc.elf_arch()
+    elfclass, machine = arch
     layout = kdump.build_layout(
         qc.ranges,
         kdump.page_runs(ranges),

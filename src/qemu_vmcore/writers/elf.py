@@ -10,7 +10,7 @@ File layout::
     guest RAM, range after range
 
 Program headers come straight after the ELF header because makedumpfile
-1.7.2 reads them at offset 64 whatever e_phoff says (see DESIGN.md). Guest RAM
+1.7.2 reads them at offset 64 whatever e_phoff says. Guest RAM
 starts page-aligned so that holes in the core map onto holes in the output.
 For paging=false QEMU writes p_vaddr = p_paddr; so do we.
 """
