@@ -83,6 +83,7 @@ from support import synth
 from support.kdump_reader import Kdump, unflatten
 
 from qemu_vmcore.arch.x86 import paging as M
+from qemu_vmcore.arch.x86.notes import vcpu_notes
 from qemu_vmcore.arch.x86.paging import X86PageTables, translate
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract, kernel_text_load, minimal_notes
@@ -101,7 +102,6 @@ from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore, kernel_page_tables
 from qemu_vmcore.writers import compress
 from qemu_vmcore.writers.elf import build_image, write_elf
-from qemu_vmcore.writers.notes import vcpu_notes
 
 PAGE = 4096
 DEFAULT_CASES = 10_000
@@ -1434,7 +1434,7 @@ def _state_plan(core: Path, qemu: Path) -> tuple:
 
 def _outside_window(plan: tuple) -> tuple:
     """``plan`` with the bytes of the PC's legacy window cut out of every piece."""
-    from qemu_vmcore.qemu.x86 import PC_LEGACY_WINDOW
+    from qemu_vmcore.qemu.pc import PC_LEGACY_WINDOW
 
     lo, hi = PC_LEGACY_WINDOW
     pieces = []

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from qemu_vmcore.arch.x86.notes import vcpu_notes
+
 # The gdb backend's batch run, for the CLI's ``extract --backend gdb``.
 from qemu_vmcore.debugger.gdb_batch import GdbExtract, extract_in_gdb, script_path  # noqa: F401
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
@@ -24,7 +26,6 @@ from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers.copy import Progress
 from qemu_vmcore.writers.elf import ElfImage, VirtualLoad, build_image, write_elf
-from qemu_vmcore.writers.notes import vcpu_notes
 from qemu_vmcore.writers.output import atomic_output, check_target
 
 #: Refuse an output before the slow part (opening the core); prepare() checks again.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from qemu_vmcore.arch.x86 import cpu as x86
 from qemu_vmcore.arch.x86 import paging as x86_paging
 from qemu_vmcore.debugger import Debugger
 from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
@@ -20,7 +21,7 @@ from qemu_vmcore.guest import vmcoreinfo
 from qemu_vmcore.guest.paging import PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.host.core import HostCore, open_core
-from qemu_vmcore.qemu import crosscheck, devices, memory, state, versions, x86
+from qemu_vmcore.qemu import crosscheck, devices, memory, state, versions
 from qemu_vmcore.qemu.memory import GuestRange
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
+from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.arch.x86.paging import X86PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import MAX_NOTE_SIZE, VmcoreInfo
 from qemu_vmcore.host.core import HostCore, open_core
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 from support import synth
 
 PAGE = 4096

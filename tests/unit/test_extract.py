@@ -11,13 +11,13 @@ from elftools.elf.elffile import ELFFile
 from support import synth
 from support.synth import G4, HI_DUMPED, HI_SIZE, PAGE, R0, R1, R2, R3
 
+from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
 from qemu_vmcore.extract import describe_missing, extract, kernel_text_load, minimal_notes
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, Search, VmcoreInfo
 from qemu_vmcore.host.core import open_core
 from qemu_vmcore.layouts import elf as E
-from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.source import QemuCore
 
 

@@ -20,6 +20,7 @@ from support import synth
 from support.kdump_reader import Kdump, unflatten
 from support.synth import PAGE
 
+from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
@@ -29,7 +30,6 @@ from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts import kdump as K
 from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.qemu.x86 import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers import compress, kdump
 

@@ -1,4 +1,4 @@
-"""qemu.memory.join_sections (QEMU's guest_phys_blocks rules) and qemu.x86.dump_arch."""
+"""qemu.memory.join_sections (QEMU's guest_phys_blocks rules) and arch.x86.cpu.dump_arch."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qemu_vmcore.arch.x86.cpu import dump_arch
 from qemu_vmcore.errors import QemuStateError
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.qemu.memory import GuestRange, join_sections
-from qemu_vmcore.qemu.x86 import dump_arch
 
 MB = 1 << 20
 GB = 1 << 30

@@ -1,7 +1,8 @@
-"""Per-architecture knowledge of the guest (page tables), below the guest layer.
+"""What differs by guest architecture: one room per arch (``arch/x86``).
 
-Each architecture has its own room (``arch/x86``); the guest layer reaches
-it only through the small protocols of :mod:`qemu_vmcore.guest.paging`,
-which the engine (source.py, extract.py) fills from the room of the
-guest's architecture.
+A room holds the vCPU state read from QEMU's CPUArchState, the ELF class,
+machine and note layouts QEMU's ``target/<arch>/arch_dump.c`` writes, and
+the page-table walk. The guest layer reaches a room only through the small
+protocols of :mod:`qemu_vmcore.guest.paging`, which the engine (source.py,
+extract.py) fills from the room of the guest's architecture.
 """

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from qemu_vmcore.debugger import Debugger, Value
 from qemu_vmcore.errors import QemuStateError
-from qemu_vmcore.qemu import state, versions, x86
+from qemu_vmcore.qemu import pc, state, versions
 from qemu_vmcore.qemu.memory import GuestRange
 
 PAGE = 4096
@@ -124,7 +124,7 @@ def check(
     """
     blocks = ram_blocks(dbg)
     ms = state.machine(dbg)
-    layout = x86.pc_ram_layout(dbg, ms)
+    layout = pc.pc_ram_layout(dbg, ms)
     out = _check_machine_ram(ms, layout, ranges, blocks)
     out += _check_pc_bios(layout, ranges, blocks)
     out += _check_overlaps(ranges, blocks)
@@ -197,7 +197,7 @@ def _check_pc_layout(
             )
         ]
     mine = [r for r in ranges if r.block == block.idstr]
-    for a, b in x86.pc_ram_must_cover(below, above):
+    for a, b in pc.pc_ram_must_cover(below, above):
         gap = _first_gap(mine, a, b)
         if gap is not None:
             return [
@@ -206,7 +206,7 @@ def _check_pc_layout(
                     f"{below:#x} bytes below 4 GiB maps {block.idstr!r} over {a:#x}-{b:#x})"
                 )
             ]
-    bad = _misplaced(mine, block, lambda gpa: x86.pc_ram_offset(gpa, below, above))
+    bad = _misplaced(mine, block, lambda gpa: pc.pc_ram_offset(gpa, below, above))
     if bad is not None:
         r, want, got = bad
         where = "nothing" if want is None else f"RAMBlock offset {want:#x}"
@@ -253,16 +253,16 @@ def _check_pc_bios(
 ) -> list[Inconsistency]:
     """On a PC (``layout`` not None), the BIOS ROM must be mapped whole up to
     4 GiB, and only where the firmware rules put it."""
-    bios = blocks.get(x86.PC_BIOS_BLOCK)
+    bios = blocks.get(pc.PC_BIOS_BLOCK)
     if bios is None or layout is None:
         return []
     mine = [r for r in ranges if r.block == bios.idstr]
-    top = x86.FOUR_GIB
+    top = pc.FOUR_GIB
     gap = _first_gap(mine, top - bios.used_length, top)
     if gap is not None:
         return [Inconsistency(f"QEMU's memory map lacks the BIOS ROM at {gap:#x} (a PC maps "
                               f"{bios.idstr!r} up to 4 GiB)")]  # fmt: skip
-    bad = _misplaced(mine, bios, lambda gpa: x86.pc_bios_offset(gpa, bios.used_length))
+    bad = _misplaced(mine, bios, lambda gpa: pc.pc_bios_offset(gpa, bios.used_length))
     if bad is not None:
         r, _, got = bad
         return [Inconsistency(f"the BIOS ROM {bios.idstr!r} is mapped at {r.gpa:#x}-"

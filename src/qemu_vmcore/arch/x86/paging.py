@@ -53,10 +53,10 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from qemu_vmcore.arch.x86.cpu import X86State
 from qemu_vmcore.errors import MissingMemoryError, VmcoreError
 from qemu_vmcore.guest.paging import Mapping, PhysicalReader
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.qemu.x86 import X86State
 
 __all__ = [
     "MAX_MAPPINGS",

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qemu_vmcore.layouts import elf as E
-from qemu_vmcore.qemu.x86 import (
+from qemu_vmcore.arch.x86.cpu import (
     R_CS,
     R_DS,
     R_EAX,
@@ -29,6 +28,7 @@ from qemu_vmcore.qemu.x86 import (
     R_SS,
     X86State,
 )
+from qemu_vmcore.layouts import elf as E
 
 U32 = 0xFFFFFFFF
 
