@@ -250,11 +250,16 @@ def _start_extract(core: Path, out: Path, *args: object) -> subprocess.Popen:
         [sys.executable, "-m", "qemu_vmcore", "extract", core, "-o", out, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        # As a terminal's Ctrl-C finds it: a shell starts background jobs
-        # (and so, maybe, this test run) with SIGINT ignored, and Python
-        # then rightly leaves it ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # As a terminal's Ctrl-C or Ctrl-\ finds it: a shell starts background
+        # jobs (and so, maybe, this test run) with SIGINT and SIGQUIT ignored,
+        # and we then rightly leave them ignored.
+        preexec_fn=_default_interrupts,
     )
+
+
+def _default_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize(
