@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qemu_vmcore.arch.x86.notes import vcpu_notes
-
-# The gdb backend's batch run, for the CLI's ``extract --backend gdb``.
-from qemu_vmcore.debugger.gdb_batch import GdbExtract, extract_in_gdb, script_path  # noqa: F401
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
 from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
@@ -167,6 +164,11 @@ class Prepared:
     def accelerator(self) -> str:
         return self.qc.accelerator
 
+    @property
+    def inconsistencies(self) -> tuple[str, ...]:
+        """Disagreements accepted with ``--accept-inconsistent``, one line each."""
+        return tuple(i.message for i in self.qc.inconsistencies)
+
 
 def prepare(
     qc: QemuCore,
@@ -267,8 +269,8 @@ def write(prepared: Prepared, progress: Progress = lambda n: None) -> ExtractRes
         vmcoreinfo=p.vmcoreinfo,
         format=p.options.format,
         backing=p.backing,
-        inconsistencies=tuple(i.message for i in qc.inconsistencies),
-        accelerator=qc.accelerator,
+        inconsistencies=p.inconsistencies,
+        accelerator=p.accelerator,
         vmcoreinfo_capped=p.vmcoreinfo_capped,
     )
 
@@ -287,6 +289,25 @@ def extract(
     prepared = prepare(qc, output, force=force, allow_missing=allow_missing,
                        vmcoreinfo=vmcoreinfo, options=options)  # fmt: skip
     return write(prepared, progress)
+
+
+def extract_in_gdb(core: Path, output: Path, **options: object) -> dict:
+    """The CLI's ``extract --backend gdb``: the gdb command run in ``gdb -batch``;
+    what it wrote, as :func:`qemu_vmcore.report.extract_dict` data.
+
+    :param options: the fields of :class:`qemu_vmcore.debugger.gdb_batch.GdbExtract`.
+    """
+    # Imported here: only this path needs it, and extract's start-up does not.
+    from qemu_vmcore.debugger import gdb_batch
+
+    return gdb_batch.extract_in_gdb(gdb_batch.GdbExtract(core=core, output=output, **options))
+
+
+def gdb_script_path() -> Path:
+    """The gdb command script to ``source`` in gdb (``qemu-vmcore gdb-script``)."""
+    from qemu_vmcore.debugger.gdb_batch import script_path
+
+    return script_path()
 
 
 def elf_image(

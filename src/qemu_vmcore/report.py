@@ -136,15 +136,21 @@ def _backing(uses) -> list[dict]:
     ]
 
 
+def _notices(x: Prepared | ExtractResult) -> dict:
+    """What deserves a word about a vmcore: the same fields of a prepared one and
+    of one written (:class:`ExtractResult` carries them on)."""
+    return {
+        "inconsistencies": list(x.inconsistencies),
+        "accelerator": x.accelerator,
+        "missing": _pieces(x.missing),
+        "backing_files": _backing(x.backing),
+        "vmcoreinfo": vmcoreinfo_used(x.vmcoreinfo, x.vmcoreinfo_capped),
+    }
+
+
 def prepared_dict(prepared: Prepared) -> dict:
     """What a prepared vmcore will hold that deserves a word before it is written."""
-    return {
-        "inconsistencies": [i.message for i in prepared.qc.inconsistencies],
-        "accelerator": prepared.accelerator,
-        "missing": _pieces(prepared.missing),
-        "backing_files": _backing(prepared.backing),
-        "vmcoreinfo": vmcoreinfo_used(prepared.vmcoreinfo, prepared.vmcoreinfo_capped),
-    }
+    return _notices(prepared)
 
 
 def extract_dict(result: ExtractResult) -> dict:
@@ -157,11 +163,7 @@ def extract_dict(result: ExtractResult) -> dict:
         "ram_bytes": result.ram_bytes,
         "ranges": result.ranges,
         "seconds": round(result.seconds, 3),
-        "inconsistencies": list(result.inconsistencies),
-        "accelerator": result.accelerator,
-        "missing": _pieces(result.missing),
-        "backing_files": _backing(result.backing),
-        "vmcoreinfo": vmcoreinfo_used(result.vmcoreinfo, result.vmcoreinfo_capped),
+        **_notices(result),
     }
 
 

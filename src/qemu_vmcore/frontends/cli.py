@@ -275,9 +275,9 @@ def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
         if stdout_closed and _prints_results(args):
             raise _StdoutError(None)  # refuse before the slow part
         if args.command == "gdb-script":
-            from qemu_vmcore.extract import script_path
+            from qemu_vmcore.extract import gdb_script_path
 
-            _print_result(f"{script_path()}\n")
+            _print_result(f"{gdb_script_path()}\n")
             return 0
         _install_signal_handlers()
         if debug:
@@ -544,7 +544,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     inputs = [args.core] if args.core is not None else []
     check_output(args.output, force=args.force, inputs=inputs)  # refuse before the slow part
     if args.backend == "gdb":
-        from qemu_vmcore.extract import GdbExtract, extract_in_gdb
+        from qemu_vmcore.extract import extract_in_gdb
         from qemu_vmcore.plan import DumpOptions
         from qemu_vmcore.source import core_file
 
@@ -552,13 +552,13 @@ def _cmd_extract(args: argparse.Namespace) -> int:
             raise VmcoreError("--backend gdb writes ELF of all guest RAM only")
         with core_file(args.core, coredump=args.coredump, tmpdir=args.tmpdir,
                        progress=_progress(args)) as core:  # fmt: skip
-            run = GdbExtract(core=core, output=args.output, qemu=args.qemu,
-                             debug_file=args.debug_file, force=args.force,
-                             allow_missing=args.allow_missing,
-                             accept_inconsistent=args.accept_inconsistent,
-                             no_vmcoreinfo=args.no_vmcoreinfo,
-                             no_backing_files=args.no_backing_files, debug=args.debug)  # fmt: skip
-            data = extract_in_gdb(run)
+            data = extract_in_gdb(core, args.output, qemu=args.qemu,
+                                  debug_file=args.debug_file, force=args.force,
+                                  allow_missing=args.allow_missing,
+                                  accept_inconsistent=args.accept_inconsistent,
+                                  no_vmcoreinfo=args.no_vmcoreinfo,
+                                  no_backing_files=args.no_backing_files,
+                                  debug=args.debug)  # fmt: skip
         for line in report.warning_lines(data):
             print(line, file=sys.stderr)
         return _report_extract(args, data)
