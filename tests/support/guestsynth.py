@@ -543,3 +543,14 @@ def random_ram(seed: int, pages: int) -> bytearray:
     if seed % 2:
         return bytearray(random.Random(seed).randbytes(pages * PAGE))
     return bytearray(pages * PAGE)
+
+
+class CountingMemory:
+    """A GuestPhysicalMemory stand-in that counts the reads made through it."""
+
+    def __init__(self, mem):
+        self.mem, self.reads = mem, 0
+
+    def read(self, gpa: int, size: int) -> bytes:
+        self.reads += 1
+        return self.mem.read(gpa, size)

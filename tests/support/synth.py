@@ -266,6 +266,21 @@ def pattern(size: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def sparse_file(path, pages: Sequence[bool]) -> bytes:
+    """A file of ``len(pages)`` pages; page k is data (seeded) when pages[k], else a
+    hole. Returns the file's content."""
+    content = bytearray(len(pages) * PAGE)
+    with open(path, "wb") as f:
+        f.truncate(len(content))
+        for k, is_data in enumerate(pages):
+            if is_data:
+                chunk = pattern(PAGE, seed=k + 1)
+                content[k * PAGE : (k + 1) * PAGE] = chunk
+                f.seek(k * PAGE)
+                f.write(chunk)
+    return bytes(content)
+
+
 def allocated_bytes(path: str | os.PathLike[str]) -> int:
     """Disk space a file really uses."""
     return os.stat(path).st_blocks * 512

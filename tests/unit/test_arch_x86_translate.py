@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.guestsynth import (
     PAGE,
+    CountingMemory,
     guest_ram,
     pt_vaddrs,
     pt_writes,
@@ -64,17 +65,6 @@ def mem():
         yield m
 
 
-class Counting:
-    """A GuestPhysicalMemory stand-in that counts reads (translate only reads)."""
-
-    def __init__(self, mem):
-        self.mem, self.reads = mem, 0
-
-    def read(self, gpa: int, size: int) -> bytes:
-        self.reads += 1
-        return self.mem.read(gpa, size)
-
-
 @pytest.mark.parametrize(
     "vaddr, expected",
     [
@@ -129,7 +119,7 @@ def test_tables_outside_ram_are_unmapped(mem, root, vaddr):
 
 
 def test_la57_walks_five_levels(mem):
-    counting = Counting(mem)
+    counting = CountingMemory(mem)
     assert translate(counting, PML5, va(1, 2, 3, 4, 0xABC, i5=7), la57=True) == PAGE_4K | 0xABC
     assert counting.reads == 5
     assert translate(mem, PML5, va(1, 2, 5, 0, 0x42, i5=7), la57=True) == PAGE_2M + 0x42
@@ -141,10 +131,10 @@ def test_la57_walks_five_levels(mem):
 
 def test_self_referencing_tables_terminate(mem):
     # The recursive slot: all indices 511 reach the PML4 itself, as a page.
-    counting = Counting(mem)
+    counting = CountingMemory(mem)
     assert translate(counting, PML4, va(511, 511, 511, 511, 0x18)) == PML4 | 0x18
     assert counting.reads == 4
-    counting = Counting(mem)
+    counting = CountingMemory(mem)
     assert translate(counting, PML5, va(511, 511, 511, 511, 8, i5=511), la57=True) == PML5 | 8
     assert counting.reads == 5
     # A PD entry pointing back at the PD: the "PT" is the PD, its entry 3 the PT.
@@ -185,7 +175,7 @@ def test_random_tables_never_raise(seed, table_writes, root, addresses, la57):
         entry(ram, page * PAGE, index, value)
     with guest_ram(ram) as (mem, _):
         for vaddr in addresses:
-            counting = Counting(mem)
+            counting = CountingMemory(mem)
             pa = translate(counting, root, vaddr, la57=la57)
             assert counting.reads <= (5 if la57 else 4)
             assert pa is None or (isinstance(pa, int) and 0 <= pa < 1 << 52)

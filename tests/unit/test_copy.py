@@ -60,20 +60,6 @@ def test_copy_spans_nothing(ram, tmp_path):
 # -- run_copies, copy_range, copy_whole ---------------------------------------------
 
 
-def _sparse_file(path, pages):
-    """A file of ``len(pages)`` pages; page k is data (seeded) when pages[k], else a hole."""
-    content = bytearray(len(pages) * PAGE)
-    with open(path, "wb") as f:
-        f.truncate(len(content))
-        for k, is_data in enumerate(pages):
-            if is_data:
-                chunk = synth.pattern(PAGE, seed=k + 1)
-                content[k * PAGE : (k + 1) * PAGE] = chunk
-                f.seek(k * PAGE)
-                f.write(chunk)
-    return bytes(content)
-
-
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     return tmp_path_factory.mktemp("sparse")
@@ -83,7 +69,7 @@ def scratch(tmp_path_factory):
 @given(st.lists(st.booleans(), min_size=1, max_size=16), st.sampled_from([0, PAGE, 100]))
 def test_copying_the_data_runs_reproduces_the_file(scratch, pages, dst_off):
     with tempfile.TemporaryDirectory(dir=scratch) as d:
-        content = _sparse_file(os.path.join(d, "src"), pages)
+        content = synth.sparse_file(os.path.join(d, "src"), pages)
         src = os.open(os.path.join(d, "src"), os.O_RDONLY)
         dst = os.open(os.path.join(d, "dst"), os.O_RDWR | os.O_CREAT)
         try:
@@ -105,7 +91,7 @@ def test_copying_the_data_runs_reproduces_the_file(scratch, pages, dst_off):
 
 @pytest.fixture
 def two_files(tmp_path):
-    content = _sparse_file(tmp_path / "src", [True, True, False, True])
+    content = synth.sparse_file(tmp_path / "src", [True, True, False, True])
     src = os.open(tmp_path / "src", os.O_RDONLY)
     dst = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT)
     yield src, dst, content

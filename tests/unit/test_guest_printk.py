@@ -33,6 +33,7 @@ from support.guestsynth import (
     SIZE_BITS,
     TAIL,
     WRAP,
+    CountingMemory,
     Rec,
     RingRam,
     guest_ram,
@@ -220,17 +221,6 @@ def test_implausible_ring_sizes(count_bits, size_bits):
     rr.ring(count_bits, size_bits, TAIL, TAIL + 7)
     with pytest.raises(DmesgError, match="implausible printk ring"):
         dmesg(rr.ram)
-
-
-class CountingMemory:
-    """Counts the guest-physical reads made through it."""
-
-    def __init__(self, mem):
-        self.mem, self.reads = mem, 0
-
-    def read(self, gpa: int, size: int) -> bytes:
-        self.reads += 1
-        return self.mem.read(gpa, size)
 
 
 @pytest.mark.parametrize("head", [TAIL + 10**15, TAIL - 1, TAIL + (1 << 62) - 1])

@@ -223,20 +223,6 @@ def test_mapping_says_where_the_bytes_are(ram):
 # -- data_runs ----------------------------------------------------------------------
 
 
-def _sparse_file(path, pages):
-    """A file of ``len(pages)`` pages; page k is data (seeded) when pages[k], else a hole."""
-    content = bytearray(len(pages) * PAGE)
-    with open(path, "wb") as f:
-        f.truncate(len(content))
-        for k, is_data in enumerate(pages):
-            if is_data:
-                chunk = synth.pattern(PAGE, seed=k + 1)
-                content[k * PAGE : (k + 1) * PAGE] = chunk
-                f.seek(k * PAGE)
-                f.write(chunk)
-    return bytes(content)
-
-
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
     return tmp_path_factory.mktemp("sparse")
@@ -250,7 +236,7 @@ def _covered(runs):
 @given(st.lists(st.booleans(), min_size=1, max_size=24), st.data())
 def test_data_runs_find_exactly_the_data(scratch, pages, data):
     with tempfile.TemporaryDirectory(dir=scratch) as d:
-        content = _sparse_file(os.path.join(d, "src"), pages)
+        content = synth.sparse_file(os.path.join(d, "src"), pages)
         start = data.draw(st.integers(0, len(content) + PAGE))
         size = data.draw(st.integers(0, len(content) + PAGE - start))
         fd = os.open(os.path.join(d, "src"), os.O_RDONLY)
@@ -276,14 +262,14 @@ def test_data_runs_find_exactly_the_data(scratch, pages, data):
 
 
 def test_data_runs_of_a_file_that_is_all_hole(tmp_path):
-    _sparse_file(tmp_path / "src", [False] * 8)
+    synth.sparse_file(tmp_path / "src", [False] * 8)
     with open(tmp_path / "src", "rb") as f:
         assert data_runs(f.fileno(), 0, 8 * PAGE) == []
         assert data_runs(f.fileno(), 100, 9 * PAGE) == []  # past the end too
 
 
 def test_data_runs_clip_to_the_range(tmp_path):
-    _sparse_file(tmp_path / "src", [True, True, False, True])
+    synth.sparse_file(tmp_path / "src", [True, True, False, True])
     with open(tmp_path / "src", "rb") as f:
         assert data_runs(f.fileno(), 100, PAGE) == [(100, PAGE)]
         assert data_runs(f.fileno(), PAGE + 5, 2 * PAGE) == [(PAGE + 5, PAGE - 5), (3 * PAGE, 5)]
