@@ -100,7 +100,7 @@ def gdb_script(case: rig.Case):
 
 def ours_in_gdb(case: rig.Case):
     """Our dump-guest-memory command in gdb, as a gdb user runs it."""
-    from qemu_vmcore.frontends.gdb import script_path
+    from qemu_vmcore.debugger.gdb_batch import script_path
 
     return lambda out: [
         *gdb_startup(case)(out),

@@ -1,7 +1,8 @@
 """Opening a QEMU core: the host core, QEMU's state in it, and the guest memory.
 
-This is where the layers are stacked: hostcore -> debugger -> qemu/ ->
-guest/physmem. Everything above (plans, writers, the CLI) starts here.
+This is where the layers are stacked: host/ -> debugger/ -> qemu/ (and the
+guest's arch/ room) -> guest/. Everything above (extract, report, the front
+ends) starts here.
 """
 
 from __future__ import annotations

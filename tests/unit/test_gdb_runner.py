@@ -17,7 +17,7 @@ from support.runs import assert_one_line_error, run_cli
 
 from qemu_vmcore import errors
 from qemu_vmcore.debugger import gdb_batch as runner
-from qemu_vmcore.frontends.gdb import script_path
+from qemu_vmcore.debugger.gdb_batch import script_path
 
 needs_gdb = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 

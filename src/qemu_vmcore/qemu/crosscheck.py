@@ -41,7 +41,7 @@ PF_W, PF_R = 2, 4
 
 
 class Segment(Protocol):
-    """A PT_LOAD of the host core (``hostcore.CoreSegment``)."""
+    """A PT_LOAD of the host core (``host.core.CoreSegment``)."""
 
     hva: int
     end: int

@@ -3,7 +3,8 @@
 It keeps the workflow of QEMU's scripts/dump-guest-memory.py (``source`` the
 script, ``dump-guest-memory FILE [ARCH]``) and its guest RAM table, and
 writes what ``qemu-vmcore extract`` writes, through the same
-:func:`qemu_vmcore.extract.extract`: gdb only reads QEMU's structures (the
+:func:`qemu_vmcore.extract.prepare` and :func:`~qemu_vmcore.extract.write`,
+and prints the same lines (:mod:`qemu_vmcore.report`): gdb only reads QEMU's structures (the
 gdb backend); guest RAM is copied from the core file by the host-core layer.
 
 Runs in gdb's Python; loaded by :mod:`qemu_vmcore.frontends.gdb.dump_guest_memory`.
