@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Builds qemu-system-x86_64 with debug info from Debian's source packages.
+# Builds qemu-system-x86_64 and qemu-system-aarch64 with debug info from
+# Debian's source packages, both targets in one tree per version: the
+# target-independent half of QEMU (util, block, most of hw/, the QAPI code) is
+# then compiled once, which keeps a cold CI run short.
 # Usage: build-qemu.sh [7.2|10.0 ...]   (default: all rig versions)
-# Result: $RIG_CACHE/qemu-<short>/{src,build}/ ; the binary is
-#         $RIG_CACHE/qemu-<short>/build/qemu-system-x86_64 and the source tree
-#         (with scripts/dump-guest-memory.py) is .../src.
-# A finished build leaves a stamp naming the Debian version, so re-runs are free.
+# Result: $RIG_CACHE/qemu-<short>/{src,build}/ ; the binaries are
+#         $RIG_CACHE/qemu-<short>/build/qemu-system-{x86_64,aarch64} and the
+#         source tree (with scripts/dump-guest-memory.py) is .../src.
+# A finished build leaves a stamp naming the Debian version and the targets,
+# so re-runs are free.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 want=("$@")
 meson_venv="$RIG_CACHE/meson-venv"
 
+targets=(x86_64 aarch64)
+
 build_one() {
   local short=$1 debver=$2 dir="$RIG_CACHE/qemu-$1"
-  if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$debver" ]; then
+  local stamp="$debver targets=${targets[*]}"
+  if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ]; then
     log "QEMU $short ($debver) already built"
     return
   fi
@@ -38,15 +45,15 @@ build_one() {
       ;;
   esac
   mkdir -p "$dir/build"
-  (cd "$dir/build" && "$dir/src/configure" --target-list=x86_64-softmmu \
+  (cd "$dir/build" && "$dir/src/configure" --target-list="$(printf '%s-softmmu,' "${targets[@]}" | sed 's/,$//')" \
       --enable-debug-info --disable-werror --disable-docs --enable-kvm \
       --disable-user --disable-gtk --disable-sdl --disable-vnc --disable-opengl \
       --disable-spice --disable-curses "${extra[@]}" >"$dir/configure.log" 2>&1) || {
     tail -30 "$dir/configure.log" >&2; exit 1; }
-  (cd "$dir/build" && ninja -j"$(nproc)" qemu-system-x86_64 >"$dir/build.log" 2>&1) || {
+  (cd "$dir/build" && ninja -j"$(nproc)" $(printf 'qemu-system-%s ' "${targets[@]}") >"$dir/build.log" 2>&1) || {
     tail -30 "$dir/build.log" >&2; exit 1; }
-  echo "$debver" >"$dir/stamp"
-  log "QEMU $short built: $dir/build/qemu-system-x86_64"
+  echo "$stamp" >"$dir/stamp"
+  log "QEMU $short built: $(printf "$dir/build/qemu-system-%s " "${targets[@]}")"
 }
 
 for entry in "${RIG_QEMU_VERSIONS[@]}"; do
