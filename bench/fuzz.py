@@ -82,7 +82,9 @@ from support import guestsynth as G
 from support import synth
 from support.kdump_reader import Kdump, unflatten
 
+from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.arch.x86 import paging as M
+from qemu_vmcore.arch.x86.kernel import START_KERNEL_MAP
 from qemu_vmcore.arch.x86.notes import vcpu_notes
 from qemu_vmcore.arch.x86.paging import X86PageTables, translate
 from qemu_vmcore.errors import VmcoreError
@@ -90,7 +92,6 @@ from qemu_vmcore.extract import extract, kernel_text_load, minimal_notes
 from qemu_vmcore.guest import printk, vmcoreinfo
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import (
-    START_KERNEL_MAP,
     Search,
     VmcoreInfo,
     VmcoreInfoError,
@@ -99,7 +100,7 @@ from qemu_vmcore.host.core import ExtentKind, FileMapping, ProcessInfo, open_cor
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.source import QemuCore, kernel_page_tables
+from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers import compress
 from qemu_vmcore.writers.elf import build_image, write_elf
 
@@ -668,7 +669,9 @@ def _find_inputs(scratch: Path) -> st.SearchStrategy[FindCase]:
 
 def _find_run(case: FindCase, scratch: Path) -> None:
     with G.guest_ram(case.ram) as (mem, host):
-        search = vmcoreinfo.find(mem, host.fd, case.device, "fuzz", case.roots)
+        search = vmcoreinfo.find(
+            mem, host.fd, case.device, "fuzz", case.roots, layout_of=X86.kernel_layout
+        )
         assert search.candidates <= vmcoreinfo.MAX_CANDIDATES + 1
         info = search.chosen
         if info is None:
@@ -676,9 +679,10 @@ def _find_run(case: FindCase, scratch: Path) -> None:
         assert info.osrelease
         assert info.note == case.ram[info.gpa : info.gpa + len(info.note)]
         assert info.source == "guest RAM scan" or case.device is not None
-        assert vmcoreinfo.verify(mem, info, case.roots) == info.verified
+        layout = X86.kernel_layout(info)
+        assert vmcoreinfo.verify(mem, info, case.roots, layout=layout) == info.verified
         # Accessors of a chosen note, hostile or not, only ever give ints or None.
-        info.phys_base, info.kerneloffset  # noqa: B018
+        layout.phys_base, layout.text_load(), info.kerneloffset  # noqa: B018
         for name in ("init_uts_ns", "_stext", "prb"):
             info.symbol(name)
 
@@ -721,7 +725,7 @@ def _printk_run(case: PrintkCase, scratch: Path) -> None:
     with G.guest_ram(rr.ram) as (mem, _):
         count = 0
         info = G.printk_vmcoreinfo(**case.changes)
-        for line in printk.records(mem, info, kernel_page_tables(info)):
+        for line in printk.records(mem, info, X86.kernel_layout(info)):
             count += 1
             assert count <= 1 << printk.MAX_COUNT_BITS
             assert line.startswith(b"[") and line.endswith(b"\n")
@@ -955,6 +959,7 @@ def _qemu_core(host, guest: GuestSpec, vcpus: list, info: VmcoreInfo | None) -> 
         dbg=None,
         ranges=ranges,
         memory=GuestPhysicalMemory(ranges, host),
+        arch=X86,
         vcpus=vcpus,
         executable=None,
         _vmcoreinfo=Search(info, "fuzz"),
@@ -1093,7 +1098,7 @@ def _elf_run(case: ElfCase, scratch: Path) -> None:
     begin, length = case.window or (None, None)
     options = DumpOptions(begin=begin, length=length)
     with open_core(core) as host, _qemu_core(host, guest, vcpus, info) as qc:
-        elfclass, machine = qc.elf_arch()
+        elfclass, machine = qc.dump_arch.elfclass, qc.dump_arch.machine
         expected_notes = vcpu_notes(vcpus, elfclass=elfclass) + (info.note if info else b"")
         if case.paging is None:
             result = extract(qc, out, allow_missing=True, options=options)
@@ -1137,7 +1142,7 @@ def _expected_loads(
     """PT_LOADs of an ELF dump without paging: the ranges, and the kernel text."""
     loads = [(r.gpa, r.gpa, r.size, r.size, guest.bytes_at(r.hva, r.size)) for r in ranges]
     if info is not None and machine == E.EM_X86_64:
-        v = kernel_text_load(info, ranges)
+        v = kernel_text_load(X86.kernel_layout(info), ranges)
         if v is not None:
             r = next(r for r in ranges if r.gpa <= v.gpa < r.end)
             size = min(v.size, r.end - v.gpa)
@@ -1265,7 +1270,7 @@ def _kdump_run(case: KdumpCase, scratch: Path) -> None:
         length=length,
     )
     with open_core(core) as host, _qemu_core(host, guest, vcpus, info) as qc:
-        elfclass, machine = qc.elf_arch()
+        elfclass, machine = qc.dump_arch.elfclass, qc.dump_arch.machine
         result = extract(qc, out, allow_missing=True, options=options)
     raw = out.read_bytes()
     if case.flattened:
@@ -1283,7 +1288,7 @@ def _kdump_run(case: KdumpCase, scratch: Path) -> None:
     expected = _expected_pages(guest, _window(options, guest))
     assert dump.pfns() == sorted(expected)
     assert dump.pages() == expected
-    phys_base = info.phys_base if info else 0
+    phys_base = X86.kernel_layout(info).phys_base if info else 0
     assert dump.phys_base == phys_base % (1 << (64 if bits64 else 32))
     notes = vcpu_notes(vcpus, elfclass=elfclass) + (info.note if info else b"")
     assert dump.notes == notes
@@ -1422,14 +1427,14 @@ def _state_plan(core: Path, qemu: Path) -> tuple:
         missing = qc.memory.missing()
         if missing:
             raise MissingMemoryError(f"{len(missing)} pieces not in the core")
-        elfclass, machine = qc.elf_arch()
-        notes = vcpu_notes(qc.vcpus, elfclass=elfclass)  # may not raise struct.error
+        notes = qc.arch.vcpu_notes(qc.vcpus, qc.dump_arch)  # may not raise struct.error
         pieces = tuple(
             (r.gpa, r.end, r.block, tuple((p.gpa, p.size, p.kind, p.file_offset)
                                           for p in qc.memory.pieces(r)))
             for r in qc.ranges
         )  # fmt: skip
-        return (pieces, len(qc.vcpus), elfclass, machine, len(notes))
+        arch = qc.dump_arch
+        return (pieces, len(qc.vcpus), arch.elfclass, arch.machine, len(notes))
 
 
 def _outside_window(plan: tuple) -> tuple:

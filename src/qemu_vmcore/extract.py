@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu_vmcore.arch.x86.notes import vcpu_notes
+from qemu_vmcore.arch import DumpArch
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
+from qemu_vmcore.guest.paging import KernelLayout, filter_mappings
 from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind
-from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
+from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.plan import DumpOptions, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
@@ -80,25 +81,22 @@ def minimal_notes() -> bytes:
     return E.note_bytes(b"NONE", 0, b"EMPTY")
 
 
-def kernel_text_load(info: VmcoreInfo, ranges: list[GuestRange]) -> VirtualLoad | None:
+def kernel_text_load(layout: KernelLayout | None, ranges: list[GuestRange]) -> VirtualLoad | None:
     """A PT_LOAD mapping the kernel image's virtual addresses, as kexec writes one.
 
     vmcore-dmesg and makedumpfile translate SYMBOL() addresses through PT_LOAD
     virtual addresses; with paging=false QEMU writes none, so they find no
     kernel symbol in QEMU's own dump (tests/e2e/test_e2e_consumers.py runs
-    them on ours). It starts at SYMBOL(_stext) and runs to the end of
-    the kernel image mapping (NUMBER(KERNEL_IMAGE_SIZE)), clipped to its RAM.
+    them on ours). It starts at SYMBOL(_stext) and runs as far as the arch's
+    kernel layout says (``KernelLayout.text_load``), when it starts in RAM.
     """
-    stext = info.symbol("_stext")
+    text = layout.text_load() if layout is not None else None
     # The note is guest data: an address past 2**64 fits no p_vaddr.
-    if stext is None or not START_KERNEL_MAP <= stext < 1 << 64:
+    if text is None or text.size <= 0 or not 0 <= text.vaddr < text.vaddr + text.size <= 1 << 64:
         return None
-    image_size = info.number("KERNEL_IMAGE_SIZE") or (1 << 30)
-    size = image_size - (stext - START_KERNEL_MAP)
-    gpa = info.kernel_image_pa(stext)
-    if size <= 0 or not any(r.gpa <= gpa < r.end for r in ranges):
+    if not any(r.gpa <= text.paddr < r.end for r in ranges):
         return None
-    return VirtualLoad(vaddr=stext, gpa=gpa, size=size)
+    return VirtualLoad(vaddr=text.vaddr, gpa=text.paddr, size=text.size)
 
 
 def describe_missing(
@@ -210,8 +208,8 @@ def prepare(
             hint=missing_hint(missing, memory.backing_problems),
             missing=missing,
         )
-    elfclass, machine = qc.elf_arch()  # decided once, for the notes and the layout
-    notes = vcpu_notes(qc.vcpus, elfclass=elfclass)
+    arch = qc.dump_arch  # decided once, for the notes and the layout
+    notes = qc.arch.vcpu_notes(qc.vcpus, arch)
     search = qc.vmcoreinfo() if vmcoreinfo else None
     info = search.chosen if search is not None else None
     if info is not None:
@@ -230,9 +228,9 @@ def prepare(
         total=sum(r.size for r in ranges),
     )
     if options.kdump:
-        prepared.kdump = kdump_layout(qc, ranges, notes, info, (elfclass, machine), options)
+        prepared.kdump = kdump_layout(qc, ranges, notes, info, arch, options)
     else:
-        prepared.image = elf_image(qc, ranges, notes, info, (elfclass, machine), options)
+        prepared.image = elf_image(qc, ranges, notes, info, arch, options)
     return prepared
 
 
@@ -315,31 +313,28 @@ def elf_image(
     ranges: list[GuestRange],
     notes: bytes,
     info: VmcoreInfo | None,
-    arch: tuple[int, int],
+    arch: DumpArch,
     options: DumpOptions,
 ) -> ElfImage:
     """The ELF vmcore's layout: PT_LOADs of the ranges, or with ``paging``
     of the guest's virtual mappings (QEMU's paging dump).
 
-    :param arch: ``(ELF class, e_machine)``, from ``QemuCore.elf_arch()``.
+    :param arch: from ``QemuCore.dump_arch``.
     """
-    elfclass, machine = arch
-    elf = E.for_class(elfclass, E.ELFDATA2LSB)  # x86 guests are little-endian
+    elf = E.for_class(arch.elfclass, arch.byteorder)
     mappings, loads = None, []
     if options.paging:
-        from qemu_vmcore.arch.x86 import paging as x86_paging
-
-        mappings = x86_paging.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
+        mappings = qc.arch.guest_mappings(qc.memory, qc.vcpus, qc.ranges)
         if options.filtered:
-            mappings = x86_paging.filter_mappings(mappings, options.begin, options.end)
-    elif info is not None and machine == E.EM_X86_64:
-        text = kernel_text_load(info, ranges)
+            mappings = filter_mappings(mappings, options.begin, options.end)
+    elif info is not None and arch.kernel_layout_known:
+        text = kernel_text_load(qc.arch.kernel_layout(info), ranges)
         loads = [text] if text else []
     return build_image(
         ranges,
         notes or minimal_notes(),
         elf=elf,
-        machine=machine,
+        machine=arch.machine,
         virtual_loads=loads,
         mappings=mappings,
     )
@@ -350,12 +345,12 @@ def kdump_layout(
     ranges: list[GuestRange],
     notes: bytes,
     info: VmcoreInfo | None,
-    arch: tuple[int, int],
+    arch: DumpArch,
     options: DumpOptions,
 ):
     """The kdump-compressed file's layout and compression method.
 
-    :param arch: ``(ELF class, e_machine)``, from ``QemuCore.elf_arch()``.
+    :param arch: from ``QemuCore.dump_arch``.
     """
     from qemu_vmcore.writers import kdump
     from qemu_vmcore.writers.compress import METHODS, compressor
@@ -364,16 +359,16 @@ def kdump_layout(
         raise VmcoreError("the guest has no RAM to dump")
     method = METHODS[options.compression]
     compressor(method)  # refuse now, before any output, if its library is missing
-    elfclass, machine = arch
+    kernel = qc.arch.kernel_layout(info) if info is not None else None
     layout = kdump.build_layout(
         qc.ranges,
         kdump.page_runs(ranges),
         notes,
         flag=method.flag,
-        elf=E.for_class(elfclass, E.ELFDATA2LSB),  # x86 guests are little-endian
-        machine=b"x86_64" if machine == E.EM_X86_64 else b"i686",
+        elf=E.for_class(arch.elfclass, arch.byteorder),
+        machine=arch.uts_machine,
         nr_cpus=len(qc.vcpus),
-        phys_base=info.phys_base if info is not None else 0,
+        phys_base=kernel.phys_base if kernel is not None else 0,
         vmcoreinfo_note=info.note if info is not None else None,
     )
     return layout, method

@@ -143,46 +143,72 @@ def select_ranges(ranges: list[GuestRange], options: DumpOptions) -> list[GuestR
 
 # -- ARCH, as QEMU's gdb script (scripts/dump-guest-memory.py) names it ------------
 
-#: ARCH as QEMU's script spells it -> e_machine, for the guests we dump.
-GDB_ARCHES = {"X86_64": 62, "386": 3}  # EM_X86_64, EM_386
+#: ARCH as QEMU's script spells it -> (e_machine, ELF byte order), for the
+#: guests we dump (EM_X86_64, EM_386, EM_AARCH64; ELFDATA2LSB 1, MSB 2).
+GDB_ARCHES = {
+    "X86_64": (62, 1),
+    "386": (3, 1),
+    "aarch64-le": (183, 1),
+    "aarch64-be": (183, 2),
+}
 #: Spellings accepted for them besides QEMU's own.
-GDB_ARCH_ALIASES = {"x86_64": "X86_64", "x86-64": "X86_64", "i386": "386"}
-#: The other ARCH values QEMU's script knows (not x86, so never ours).
-OTHER_QEMU_ARCHES = ("aarch64-be", "aarch64-le", "s390", "ppc64-be", "ppc64-le")
+GDB_ARCH_ALIASES = {
+    "x86_64": "X86_64",
+    "x86-64": "X86_64",
+    "i386": "386",
+    "aarch64": "aarch64-le",
+    "arm64": "aarch64-le",
+}
+#: The other ARCH values QEMU's script knows (never ours yet).
+OTHER_QEMU_ARCHES = ("s390", "ppc64-be", "ppc64-le")
+_OURS = "X86_64, 386, aarch64-le or aarch64-be"
 
 
 def parse_gdb_arch(arch: str | None) -> str | None:
-    """QEMU's ARCH name for an x86 guest, or None when not given.
+    """QEMU's ARCH name for a guest we dump, or None when not given.
 
     :raises VmcoreError: an ARCH we do not dump, or one nobody knows.
     """
     if arch is None:
         return None
     name = arch if arch in GDB_ARCHES else GDB_ARCH_ALIASES.get(arch.lower())
+    if name is None and arch.lower() in GDB_ARCHES:
+        name = arch.lower()
     if name is not None:
         return name
     if arch in OTHER_QEMU_ARCHES:
         raise OptionError(
-            f"ARCH {arch} is not supported: qemu-vmcore dumps x86 guests only "
-            "(ARCH X86_64 or 386, or leave ARCH out)"
+            f"ARCH {arch} is not supported: qemu-vmcore dumps x86 and aarch64 guests "
+            f"(ARCH {_OURS}, or leave ARCH out)"
         )
     raise OptionError(
-        f"unknown ARCH {arch!r}: use X86_64 or 386, or leave ARCH out to take the guest's "
+        f"unknown ARCH {arch!r}: use {_OURS}, or leave ARCH out to take the guest's "
         f"(QEMU's script also knows {', '.join(OTHER_QEMU_ARCHES)})"
     )
 
 
-def check_gdb_arch(arch: str | None, machine: int) -> None:
+def check_gdb_arch(arch: str | None, machine: int, byteorder: int = 1) -> None:
     """Refuse an ARCH that is not what QEMU's own dump of this guest would be.
 
-    :param machine: the e_machine the guest's dump has (``QemuCore.elf_arch()``).
+    :param machine: the e_machine the guest's dump has (``QemuCore.dump_arch``).
+    :param byteorder: its ELF byte order (ELFDATA2LSB 1, ELFDATA2MSB 2).
     """
-    if arch is None or GDB_ARCHES[arch] == machine:
+    if arch is None or GDB_ARCHES[arch] == (machine, byteorder):
         return
-    right = next(name for name, m in GDB_ARCHES.items() if m == machine)
-    why = "in long mode" if machine == GDB_ARCHES["X86_64"] else "not in long mode"
+    right = next((n for n, m in GDB_ARCHES.items() if m == (machine, byteorder)), None)
+    if right is None:
+        raise OptionError(f"ARCH {arch} does not match this guest (e_machine {machine})")
+    given_machine = GDB_ARCHES[arch][0]
+    if machine == GDB_ARCHES["X86_64"][0] and given_machine == GDB_ARCHES["386"][0]:
+        why = "its first vCPU was in long mode"
+    elif machine == GDB_ARCHES["386"][0] and given_machine == GDB_ARCHES["X86_64"][0]:
+        why = "its first vCPU was not in long mode"
+    elif machine == given_machine:  # aarch64, the other byte order
+        why = f"its kernel runs {'big' if byteorder == 2 else 'little'}-endian (SCTLR_EL1.EE)"
+    else:
+        why = f"it is an {'aarch64' if machine == GDB_ARCHES['aarch64-le'][0] else 'x86'} guest"
     raise OptionError(
-        f"ARCH {arch} does not match this guest: its first vCPU was {why}, so its "
+        f"ARCH {arch} does not match this guest: {why}, so its "
         f"dump is {right} (as QMP dump-guest-memory would write it)",
         hint=f"pass {right}, or leave ARCH out",
     )

@@ -42,13 +42,15 @@ def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
         },
         "machine": qc.machine,
         "accelerator": qc.accelerator,
+        "arch": qc.dump_arch.name,
         "vcpus": qc.vcpu_count,
         "vcpu_states": [
             {
                 "index": c.index,
                 "mode": c.mode,
-                "rip": c.rip,
-                "cr3": c.cr[3],
+                "pc": c.pc,
+                # The arch's own few: x86 rip and cr3; aarch64 el, ttbr0, ttbr1.
+                **c.registers(),
                 # Only TCG keeps env current; KVM's is the last state QEMU synced.
                 "stale": stale,
             }
@@ -286,6 +288,23 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
+#: Keys of a vCPU's info dict that are not registers to show.
+_VCPU_KEYS = ("index", "mode", "pc", "stale")
+
+
+def _vcpu_line(c: dict) -> str:
+    """``  vCPU 0     long      rip 0x...  cr3 0x...``: the mode, the pc (x86
+    names it rip, among its registers), then the arch's registers in order."""
+    regs = [(k, v) for k, v in c.items() if k not in _VCPU_KEYS]
+    if "pc" in c and "rip" not in c:
+        regs.insert(0, ("pc", c["pc"]))
+    shown = "  ".join(
+        f"{k} {v:#018x}" if i == 0 else f"{k} {v:#x}" for i, (k, v) in enumerate(regs)
+    )
+    stale = "  (may be stale: not TCG)" if c["stale"] else ""
+    return f"  vCPU {c['index']}     {c['mode']:9} {shown}{stale}"
+
+
 def print_info(data: dict, file: TextIO | None = None) -> None:
     """Print ``info_dict`` output as a summary and a table of guest RAM.
 
@@ -312,12 +331,10 @@ def print_info(data: dict, file: TextIO | None = None) -> None:
     q = data["qemu"]
     console.print(f"QEMU         {q['version'] or 'unknown'}  ({q['executable']}, pid {q['pid']})")
     console.print(f"machine      {data['machine']}, accelerator {data['accelerator']}")
+    console.print(f"arch         {data['arch']}")
     console.print(f"vCPUs        {data['vcpus']}")
     for c in data["vcpu_states"]:
-        stale = "  (may be stale: not TCG)" if c["stale"] else ""
-        console.print(
-            f"  vCPU {c['index']}     {c['mode']:9} rip {c['rip']:#018x}  cr3 {c['cr3']:#x}{stale}"
-        )
+        console.print(_vcpu_line(c))
     v = data["vmcoreinfo"]
     if v is not None:
         if v["source"]:

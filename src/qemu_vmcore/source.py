@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from qemu_vmcore.arch.x86 import cpu as x86
-from qemu_vmcore.arch.x86 import paging as x86_paging
+from qemu_vmcore import arch as arches
+from qemu_vmcore.arch import DumpArch, GuestArch, VcpuState
 from qemu_vmcore.debugger import Debugger
 from qemu_vmcore.errors import CoreFileError, NotQemuError, QemuStateError, VmcoreError
 from qemu_vmcore.guest import vmcoreinfo
@@ -34,7 +34,9 @@ class QemuCore:
     dbg: Debugger
     ranges: list[GuestRange]
     memory: GuestPhysicalMemory
-    vcpus: list[x86.X86State]
+    #: The room of the guest's architecture (from the QEMU binary's target).
+    arch: GuestArch
+    vcpus: list[VcpuState]
     executable: Path | None
     notices: list[str] = field(default_factory=list)
     #: Where QEMU's state disagrees with independent facts (see
@@ -57,8 +59,9 @@ class QemuCore:
         if self._vmcoreinfo is None:
             state, device = devices.vmcoreinfo_device(self.dbg)
             self._vmcoreinfo = vmcoreinfo.find(
-                self.memory, self.host.fd, device, state, self.vcpu_page_tables()
-            )
+                self.memory, self.host.fd, device, state, self.vcpu_page_tables(),
+                layout_of=self.arch.kernel_layout,
+            )  # fmt: skip
         return self._vmcoreinfo
 
     def dmesg(self) -> Iterator[bytes]:
@@ -75,11 +78,12 @@ class QemuCore:
                 f"no VMCOREINFO found in guest RAM ({search.device_state}); "
                 "the guest kernel's log cannot be located"
             )
-        return printk.records(self.memory, search.chosen, kernel_page_tables(search.chosen))
+        layout = self.arch.kernel_layout(search.chosen)
+        return printk.records(self.memory, search.chosen, layout)
 
     def vcpu_page_tables(self) -> tuple[PageTables, ...]:
         """The kernel page tables the vCPUs run on, for confirming VMCOREINFO."""
-        return x86_paging.kernel_page_tables(self.vcpus)
+        return self.arch.vcpu_page_tables(self.vcpus)
 
     @cached_property
     def machine(self) -> str:
@@ -100,9 +104,10 @@ class QemuCore:
     def vcpu_count(self) -> int:
         return len(self.vcpus)
 
-    def elf_arch(self) -> tuple[int, int]:
-        """(ELF class, e_machine) as QEMU's own dump would pick them."""
-        return x86.dump_arch(self.vcpus[0].long_mode if self.vcpus else None, self.ranges)
+    @cached_property
+    def dump_arch(self) -> DumpArch:
+        """The ELF class, machine and byte order QEMU's own dump would pick."""
+        return self.arch.dump_arch(self.vcpus, self.ranges)
 
     def close(self) -> None:
         self.memory.close()
@@ -113,17 +118,6 @@ class QemuCore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def kernel_page_tables(info: vmcoreinfo.VmcoreInfo) -> PageTables | None:
-    """The kernel's own page tables, as its VMCOREINFO names them (x86_64:
-    SYMBOL(init_top_pgt), 5-level with NUMBER(pgtable_l5_enabled)); None
-    when it names none."""
-    pgt = info.symbol("init_top_pgt")
-    if pgt is None:
-        return None
-    la57 = bool(info.number("pgtable_l5_enabled"))
-    return x86_paging.X86PageTables.ia32e(info.kernel_image_pa(pgt), la57)
 
 
 def _looks_like_qemu(host: HostCore) -> bool:
@@ -309,6 +303,7 @@ def _open(
                         first_lookups=versions.FIRST_LOOKUPS)  # fmt: skip
     if not dbg.has_variable(versions.ADDRESS_SPACE_MEMORY):
         raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
+    guest_arch = arches.detect(dbg)
     ranges = memory.guest_ram(dbg)
     crosscheck.require_ram(ranges)
     cpus = state.vcpus(dbg)
@@ -327,7 +322,8 @@ def _open(
         dbg=dbg,
         ranges=ranges,
         memory=GuestPhysicalMemory(ranges, host, backing_files=backing_files),
-        vcpus=[x86.read_state(dbg, cpu) for cpu in cpus],
+        arch=guest_arch,
+        vcpus=guest_arch.read_vcpus(dbg, cpus),
         executable=dbg.executable,
         inconsistencies=problems,
     )
@@ -346,7 +342,7 @@ def _check_machine_ram_present(qc: QemuCore, strict: bool) -> None:
     a vmcore of zeros."""
     from qemu_vmcore.guest.physmem import PieceKind
 
-    ran = [v for v in qc.vcpus if v.mode != "real"]
+    ran = [v for v in qc.vcpus if v.ran]
     if not ran:
         return
     block = crosscheck.machine_ram_block(state.machine(qc.dbg))

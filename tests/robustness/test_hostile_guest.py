@@ -88,8 +88,9 @@ def test_every_fake_is_rejected(rig_case):
         for gpa in vmcoreinfo.scan_candidates(qc.memory, qc.host.fd):
             try:
                 info = vmcoreinfo.candidate_at(
-                    qc.memory, gpa, "scan", vmcoreinfo.MAX_SCAN_NOTE_SIZE, roots
-                )
+                    qc.memory, gpa, "scan", vmcoreinfo.MAX_SCAN_NOTE_SIZE, roots,
+                    layout_of=qc.arch.kernel_layout,
+                )  # fmt: skip
             except vmcoreinfo.VmcoreInfoError:
                 rejected += 1  # the huge descsz ones
                 fakes += 1

@@ -11,11 +11,14 @@ from elftools.elf.elffile import ELFFile
 from support import synth
 from support.synth import G4, HI_DUMPED, HI_SIZE, PAGE, R0, R1, R2, R3
 
+from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
+from qemu_vmcore.arch.x86.kernel import START_KERNEL_MAP
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
 from qemu_vmcore.extract import describe_missing, extract, kernel_text_load, minimal_notes
+from qemu_vmcore.guest.paging import Mapping
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
-from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, Search, VmcoreInfo
+from qemu_vmcore.guest.vmcoreinfo import Search, VmcoreInfo
 from qemu_vmcore.host.core import open_core
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.source import QemuCore
@@ -37,6 +40,7 @@ def open_fake(path, ranges, *, long_mode=True):
         dbg=None,
         ranges=list(ranges),
         memory=GuestPhysicalMemory(ranges, host),
+        arch=X86,
         vcpus=[fake_vcpu(long_mode)],
         executable=None,
         _vmcoreinfo=Search(None, "no vmcoreinfo device"),  # no debugger to ask
@@ -208,5 +212,29 @@ def test_kernel_text_load_refuses_stext_past_2_64(stext):
         "NUMBER(phys_base)": str(gpa - (stext - START_KERNEL_MAP)),
     }
     info = VmcoreInfo(b"", 0, "test", fields=fields)
-    assert info.kernel_image_pa(stext) == gpa  # in guest RAM: only the address is wrong
-    assert kernel_text_load(info, [R0, R1]) is None
+    assert kernel_text_load(X86.kernel_layout(info), [R0, R1]) is None
+
+
+class _Layout:
+    """A kernel layout whose text load is what a test says (guest data)."""
+
+    tables = None
+    phys_base = 0
+
+    def __init__(self, text: Mapping) -> None:
+        self.text = text
+
+    def image_pa(self, vaddr: int) -> int | None:
+        return None
+
+    def text_load(self) -> Mapping:
+        return self.text
+
+
+@pytest.mark.parametrize("stext", [2**64, 2**64 + 0x100_0000, 2**72, 2**64 - 0x1000])
+def test_kernel_text_load_refuses_a_load_past_2_64(stext):
+    """Whatever an arch's layout says, a PT_LOAD must end by 2**64 (p_vaddr, p_memsz)."""
+    gpa = R1.gpa + PAGE
+    assert kernel_text_load(_Layout(Mapping(gpa, stext, 0x10_0000)), [R0, R1]) is None
+    fits = Mapping(gpa, 2**64 - 0x10_0000, 0x10_0000)
+    assert kernel_text_load(_Layout(fits), [R0, R1]) is not None

@@ -51,6 +51,7 @@ from support.guestsynth import UNMAPPED_KVA as UNMAPPED
 from support.guestsynth import printk_vmcoreinfo as vmcoreinfo
 from support.guestsynth import ring_pa as pa
 
+from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.errors import MissingMemoryError, VmcoreError
 from qemu_vmcore.guest.printk import (
     MAX_COUNT_BITS,
@@ -63,16 +64,15 @@ from qemu_vmcore.guest.printk import (
 from qemu_vmcore.guest.printk import KernelMemory as _KernelMemory
 from qemu_vmcore.guest.printk import records as _records
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
-from qemu_vmcore.source import kernel_page_tables
 
 
 def records(mem, info):
-    """The log, with the kernel page tables the engine would give (init_top_pgt)."""
-    return _records(mem, info, kernel_page_tables(info))
+    """The log, with the kernel layout the engine would give (init_top_pgt)."""
+    return _records(mem, info, X86.kernel_layout(info))
 
 
 def KernelMemory(mem, info):  # noqa: N802 (stands in for the class)
-    return _KernelMemory(mem, info, kernel_page_tables(info))
+    return _KernelMemory(mem, info, X86.kernel_layout(info))
 
 
 def dmesg(ram: bytearray, info: VmcoreInfo | None = None) -> list[bytes]:

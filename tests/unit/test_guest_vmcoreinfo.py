@@ -40,6 +40,7 @@ from support.guestsynth import KERNEL_PHYS_BASE as PHYS_BASE
 from support.guestsynth import KERNEL_RAM_PAGES as RAM_PAGES
 from support.guestsynth import note_descs as descs
 
+from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.guest import vmcoreinfo as V
 from qemu_vmcore.guest.vmcoreinfo import (
     MAX_CANDIDATES,
@@ -48,14 +49,26 @@ from qemu_vmcore.guest.vmcoreinfo import (
     Search,
     VmcoreInfo,
     VmcoreInfoError,
-    candidate_at,
-    find,
     parse_note,
     parse_text,
     scan_candidates,
-    verify,
 )
 from qemu_vmcore.layouts import elf as E
+
+# The synthetic guest is an x86_64 kernel: its notes are read with x86's layout.
+
+
+def find(mem, host_fd, device, state, roots=()):
+    return V.find(mem, host_fd, device, state, roots, layout_of=X86.kernel_layout)
+
+
+def candidate_at(mem, gpa, source, limit, roots=()):
+    return V.candidate_at(mem, gpa, source, limit, roots, layout_of=X86.kernel_layout)
+
+
+def verify(mem, info, roots=()):
+    return V.verify(mem, info, roots, layout=X86.kernel_layout(info))
+
 
 HEADER = E.ELF64LE.nhdr.size + 12  # header + "VMCOREINFO\0" padded
 
@@ -84,9 +97,9 @@ def test_parse_text_and_accessors():
     assert info.offset("uts_namespace.name") == NAME_OFF  # decimal
     assert info.size("printk_info") == 88
     assert info.number("KERNEL_IMAGE_SIZE") == 1 << 30  # decimal
-    assert info.phys_base == PHYS_BASE == 32768  # decimal, not 0x32768
+    assert info.number("phys_base") == PHYS_BASE == 32768  # decimal, not 0x32768
     assert info.kerneloffset == 0x1E000000  # hex
-    assert info.kernel_image_pa(KIMG + 0x1234) == 0x1234 + PHYS_BASE
+    assert X86.kernel_layout(info).image_pa(KIMG + 0x1234) == 0x1234 + PHYS_BASE
     assert info.symbol("nothing") is None
     assert info.offset("nothing.here") is None
     assert info.size("nothing") is None
@@ -101,7 +114,9 @@ def test_accessors_of_malformed_values_are_none():
                 ("SYMBOL(a)", "not-hex"),
                 ("OFFSET(b.c)", "ff"),  # hex where decimal is due
                 ("SIZE(d)", ""),
-                ("NUMBER(phys_base)", "0x1000"),
+                ("NUMBER(phys_base)", "1000h"),
+                ("NUMBER(hex)", "0x1000"),  # as arm64 prints PHYS_OFFSET
+                ("NUMBER(badhex)", "0xzz"),
                 ("KERNELOFFSET", "zz"),
             ]
         )
@@ -110,7 +125,10 @@ def test_accessors_of_malformed_values_are_none():
     assert info.symbol("a") is None
     assert info.offset("b.c") is None
     assert info.size("d") is None
-    assert info.phys_base == 0
+    assert info.number("phys_base") is None
+    assert X86.kernel_layout(info).phys_base == 0
+    assert info.number("hex") == 0x1000
+    assert info.number("badhex") is None
     assert info.kerneloffset == 0
 
 

@@ -505,7 +505,7 @@ def test_scan_of_a_core_that_shrinks_is_an_error(tmp_path):
         os.truncate(host.path, os.fstat(host.fd).st_size - 40 * PAGE)
         mem.file_spans = lambda: iter(spans)
         with pytest.raises(CoreFileError) as info:
-            V.find(mem, host.fd, None, "no vmcoreinfo device")
+            V.find(mem, host.fd, None, "no vmcoreinfo device", layout_of=lambda info: None)
     message = info.value.message
     assert "\n" not in message and "the file ended at offset" in message
     assert str(host.path) in message and "truncated" in message

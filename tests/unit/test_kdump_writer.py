@@ -20,6 +20,7 @@ from support import synth
 from support.kdump_reader import Kdump, unflatten
 from support.synth import PAGE
 
+from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract
@@ -105,6 +106,7 @@ def open_fake(path, ranges=RANGES, info=None, ncpus=2, long_mode=True):
         dbg=None,
         ranges=list(ranges),
         memory=GuestPhysicalMemory(list(ranges), host),
+        arch=X86,
         vcpus=[vcpu(i, long_mode) for i in range(ncpus)],
         executable=None,
         _vmcoreinfo=Search(info, "test"),

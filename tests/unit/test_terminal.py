@@ -49,9 +49,17 @@ def _info(osrelease: str, device_id: str, path: str) -> dict:
         "qemu": {"version": "10.0.0", "executable": path, "pid": 1},
         "machine": "pc-q35-10.0 (q35)",
         "accelerator": "tcg",
+        "arch": "x86_64",
         "vcpus": 1,
         "vcpu_states": [
-            {"index": 0, "mode": "long", "rip": 0xFFFFFFFF81000000, "cr3": 0x1000, "stale": False}
+            {
+                "index": 0,
+                "mode": "long",
+                "pc": 0xFFFFFFFF81000000,
+                "rip": 0xFFFFFFFF81000000,
+                "cr3": 0x1000,
+                "stale": False,
+            }
         ],
         "vmcoreinfo": {
             "device": "no vmcoreinfo device",

@@ -70,6 +70,17 @@ class Debugger(Protocol):
         """An object of type ``type_name`` (e.g. ``"MachineClass"``) at ``address``."""
         ...
 
+    def has_type(self, type_name: str) -> bool:
+        """Whether the debug info has a type ``type_name`` (e.g. ``"ARMCPU"``)."""
+        ...
+
+    def constant(self, name: str) -> int:
+        """The value of the enumerator ``name`` (e.g. ``ARM_FEATURE_EL2``).
+
+        :raises QemuStateError: the debug info has no such enumerator.
+        """
+        ...
+
     def read(self, address: int, size: int) -> bytes:
         """``size`` raw bytes at ``address`` in QEMU's address space."""
         ...

@@ -162,6 +162,19 @@ class DrgnDebugger:
             raise QemuStateError(f"QEMU's debug info has no type {type_name!r}") from None
         return DrgnValue(drgn.Object(self.prog, t, address=address), f"({type_name})@{address:#x}")
 
+    def has_type(self, type_name: str) -> bool:
+        try:
+            self.prog.type(type_name)
+        except LookupError:
+            return False
+        return True
+
+    def constant(self, name: str) -> int:
+        try:
+            return int(self.prog.constant(name))
+        except LookupError:
+            raise QemuStateError(f"QEMU's debug info has no constant {name!r}") from None
+
     def read(self, address: int, size: int) -> bytes:
         try:
             return self.prog.read(address, size)

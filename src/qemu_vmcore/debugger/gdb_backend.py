@@ -253,6 +253,21 @@ class GdbDebugger:
         value = gdb.Value(address).cast(t.pointer()).dereference()
         return GdbValue(value, f"({type_name})@{address:#x}")
 
+    def has_type(self, type_name: str) -> bool:
+        try:
+            self._type(type_name)
+        except QemuStateError:
+            return False
+        return True
+
+    def constant(self, name: str) -> int:
+        try:
+            sym = gdb.lookup_global_symbol(name) or gdb.lookup_static_symbol(name)
+            value = sym.value() if sym is not None else gdb.parse_and_eval(name)
+            return int(value)
+        except (gdb.error, RuntimeError):
+            raise QemuStateError(f"QEMU's debug info has no constant {name!r}") from None
+
     def read(self, address: int, size: int) -> bytes:
         try:
             return bytes(self._inferior.read_memory(address, size))

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from qemu_vmcore.errors import VmcoreError
-from qemu_vmcore.guest.paging import PageTables
+from qemu_vmcore.guest.paging import KernelLayout
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
-from qemu_vmcore.guest.vmcoreinfo import START_KERNEL_MAP, VmcoreInfo
+from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 
 #: Linux caps CONFIG_LOG_BUF_SHIFT at 25 (32 MiB); records average >= 32 bytes.
 MAX_COUNT_BITS = 22
@@ -54,22 +54,24 @@ class Ring:
 class KernelMemory:
     """Kernel virtual addresses -> guest-physical, for the addresses printk uses.
 
-    Kernel-image addresses translate by ``__pa_symbol``; anything else (the
-    direct map, where boot-time buffers live) through ``tables``, the kernel's
-    own page tables, which the engine builds for the guest's architecture
-    (None: none known, and such addresses are not mapped).
+    Kernel-image addresses translate by ``__pa_symbol`` (``layout.image_pa``);
+    anything else (the direct map, where boot-time buffers live) through
+    ``layout.tables``, the kernel's own page tables. The engine builds the
+    layout for the guest's architecture; None, or a layout without tables,
+    leaves such addresses unmapped.
     """
 
     def __init__(
-        self, mem: GuestPhysicalMemory, info: VmcoreInfo, tables: PageTables | None
+        self, mem: GuestPhysicalMemory, info: VmcoreInfo, layout: KernelLayout | None
     ) -> None:
-        self.mem, self.info, self.tables = mem, info, tables
-        self.image_end = START_KERNEL_MAP + (info.number("KERNEL_IMAGE_SIZE") or 1 << 30)
+        self.mem, self.info, self.layout = mem, info, layout
+        self.tables = layout.tables if layout is not None else None
         self._pages: dict[int, int | None] = {}
 
     def pa(self, vaddr: int) -> int:
-        if START_KERNEL_MAP <= vaddr < self.image_end:
-            return self.info.kernel_image_pa(vaddr)
+        image = self.layout.image_pa(vaddr) if self.layout is not None else None
+        if image is not None:
+            return image
         page = vaddr & ~0xFFF
         if page not in self._pages:
             if len(self._pages) > 4096:
@@ -135,13 +137,13 @@ def find_ring(km: KernelMemory) -> Ring:
 
 
 def records(
-    mem: GuestPhysicalMemory, info: VmcoreInfo, tables: PageTables | None
+    mem: GuestPhysicalMemory, info: VmcoreInfo, layout: KernelLayout | None
 ) -> Iterator[bytes]:
     """Each log record formatted as vmcore-dmesg prints it, newline included.
 
-    :param tables: the kernel's own page tables (see :class:`KernelMemory`).
+    :param layout: the kernel's virtual layout (see :class:`KernelMemory`).
     """
-    km = KernelMemory(mem, info, tables)
+    km = KernelMemory(mem, info, layout)
     ring = find_ring(km)
     sizes = {
         "desc": _need(info, "size", "prb_desc"),

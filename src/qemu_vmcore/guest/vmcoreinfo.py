@@ -12,11 +12,12 @@ Where it comes from, in order of preference:
    text starting ``OSRELEASE=``.
 
 A candidate is *verified* when ``init_uts_ns.name.release``, read through the
-candidate's own SYMBOL(init_uts_ns), OFFSET(uts_namespace.name) and
-NUMBER(phys_base), equals its OSRELEASE -- and, because all three numbers are
-the candidate's own, the symbol must lie in the kernel image mapping and the
-vCPUs' page tables (which no user process can change) must map it to that
-very physical address. A user process can plant notes, and strings, but
+candidate's own SYMBOL(init_uts_ns), OFFSET(uts_namespace.name) and kernel
+layout (x86_64: NUMBER(phys_base); arm64: NUMBER(kimage_voffset), see the
+arch rooms' ``kernel_layout``), equals its OSRELEASE -- and, because all
+those numbers are the candidate's own, the symbol must lie in the kernel
+image mapping and the vCPUs' page tables (which no user process can change)
+must map it to that very physical address. A user process can plant notes, and strings, but
 cannot place bytes at a kernel-image address of its choosing.
 """
 
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError
-from qemu_vmcore.guest.paging import PageTables
+from qemu_vmcore.guest.paging import KernelLayout, PageTables
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.layouts import elf as E
 
@@ -43,11 +44,8 @@ MAX_LINES = 4096
 #: many, and each costs a read and a parse.
 MAX_CANDIDATES = 4096
 NAME = b"VMCOREINFO"
-#: The guest's note header: an x86 guest is little-endian.
+#: The guest's note header: the guests we dump are little-endian.
 NHDR = E.ELF64LE.nhdr
-START_KERNEL_MAP = 0xFFFFFFFF80000000
-#: x86_64's largest KERNEL_IMAGE_SIZE (with KASLR); modules start above it.
-KERNEL_IMAGE_MAX = 1 << 30
 UTS_FIELD_LEN = 65  # __NEW_UTS_LEN + 1
 UTS_RELEASE_INDEX = 2  # sysname, nodename, release, ...
 FW_CFG_VMCOREINFO_FORMAT_ELF = 1
@@ -102,22 +100,18 @@ class VmcoreInfo:
         return _int(self.fields.get(f"SIZE({name})"), 10)
 
     def number(self, name: str) -> int | None:
-        """``NUMBER(name)`` (decimal: the kernel prints it with %ld)."""
-        return _int(self.fields.get(f"NUMBER({name})"), 10)
-
-    @property
-    def phys_base(self) -> int:
-        """Physical address the kernel image's link address 0 maps to (0 if absent)."""
-        return self.number("phys_base") or 0
+        """``NUMBER(name)``: decimal as VMCOREINFO_NUMBER prints it (%ld), or
+        hex with a ``0x`` prefix, as arm64 prints PHYS_OFFSET, kimage_voffset
+        and TCR_EL1_T1SZ (``0x%llx``)."""
+        text = self.fields.get(f"NUMBER({name})")
+        if text is not None and text[:2].lower() == "0x":
+            return _int(text[2:], 16)
+        return _int(text, 10)
 
     @property
     def kerneloffset(self) -> int:
         """KASLR offset of the kernel image (``KERNELOFFSET=``, hex)."""
         return _int(self.fields.get("KERNELOFFSET"), 16) or 0
-
-    def kernel_image_pa(self, vaddr: int) -> int:
-        """Physical address of a kernel-image virtual address (``__pa_symbol``)."""
-        return vaddr - START_KERNEL_MAP + self.phys_base
 
 
 def _int(text: str | None, base: int) -> int | None:
@@ -179,10 +173,18 @@ def parse_text(desc: bytes) -> dict[str, str]:
 #: The vCPUs' page tables to check symbols against (built by the engine
 #: from the guest's architecture, e.g. arch.x86.paging.kernel_page_tables).
 Roots = Sequence[PageTables]
+#: The kernel layout a candidate describes (``GuestArch.kernel_layout``).
+LayoutOf = Callable[["VmcoreInfo"], KernelLayout | None]
 
 
 def candidate_at(
-    mem: GuestPhysicalMemory, gpa: int, source: str, limit: int, roots: Roots = ()
+    mem: GuestPhysicalMemory,
+    gpa: int,
+    source: str,
+    limit: int,
+    roots: Roots = (),
+    *,
+    layout_of: LayoutOf,
 ) -> VmcoreInfo:
     """Read and parse the note at ``gpa`` (at most ``limit`` bytes), then verify it.
 
@@ -198,23 +200,28 @@ def candidate_at(
         raise VmcoreInfoError(str(e)) from None
     fields = parse_text(desc)
     info = VmcoreInfo(note=note, gpa=gpa, source=source, fields=fields)
-    return VmcoreInfo(note, gpa, source, verified=verify(mem, info, roots), fields=fields)
+    verified = verify(mem, info, roots, layout=layout_of(info))
+    return VmcoreInfo(note, gpa, source, verified=verified, fields=fields)
 
 
-def verify(mem: GuestPhysicalMemory, info: VmcoreInfo, roots: Roots = ()) -> bool:
+def verify(
+    mem: GuestPhysicalMemory, info: VmcoreInfo, roots: Roots = (), *, layout: KernelLayout | None
+) -> bool:
     """Whether the kernel's ``init_uts_ns.name.release`` equals the note's OSRELEASE.
 
+    :param layout: the kernel layout the note itself describes; None (the
+        note lacks what the arch needs) is never verified.
     :param roots: the vCPUs' page tables. When given, the
         symbol must translate through one of them to the physical address
-        the note's own phys_base gives; without them (no vCPU in long mode)
+        the note's own layout gives; without them (no vCPU with paging on)
         the check is weaker, resting on the release string alone.
     """
     uts, name_off = info.symbol("init_uts_ns"), info.offset("uts_namespace.name")
-    if uts is None or name_off is None or not 0 <= name_off < 4096:
+    if layout is None or uts is None or name_off is None or not 0 <= name_off < 4096:
         return False
-    if not START_KERNEL_MAP <= uts < START_KERNEL_MAP + KERNEL_IMAGE_MAX:
+    pa = layout.image_pa(uts)
+    if pa is None or pa < 0:
         return False
-    pa = info.kernel_image_pa(uts)
     if roots and not any(t.translate(mem, uts) == pa for t in roots):
         return False
     pa += name_off + UTS_RELEASE_INDEX * UTS_FIELD_LEN
@@ -295,11 +302,14 @@ def find(
     device: tuple[int, int, int] | None,
     device_state: str,
     roots: Roots = (),
+    *,
+    layout_of: LayoutOf,
 ) -> Search:
     """Find the guest's VMCOREINFO.
 
     :param device: ``(paddr, size, format)`` from QEMU's vmcoreinfo device,
         or None when it has none.
+    :param layout_of: the arch's kernel layout of a candidate, for :func:`verify`.
     :param roots: the vCPUs' page tables, for :func:`verify`.
     """
     search = Search(None, device_state)
@@ -308,7 +318,8 @@ def find(
         try:
             if fmt != FW_CFG_VMCOREINFO_FORMAT_ELF:
                 raise VmcoreInfoError(f"guest format {fmt} is not ELF")
-            info = candidate_at(mem, paddr, "vmcoreinfo device", min(size, MAX_NOTE_SIZE), roots)
+            info = candidate_at(mem, paddr, "vmcoreinfo device", min(size, MAX_NOTE_SIZE),
+                                roots, layout_of=layout_of)  # fmt: skip
             if info.verified:
                 search.chosen = info
                 return search
@@ -323,7 +334,8 @@ def find(
             search.capped = True
             break
         try:
-            info = candidate_at(mem, gpa, "guest RAM scan", MAX_SCAN_NOTE_SIZE, roots)
+            info = candidate_at(mem, gpa, "guest RAM scan", MAX_SCAN_NOTE_SIZE, roots,
+                                layout_of=layout_of)  # fmt: skip
         except VmcoreInfoError as e:
             search.rejected.append(f"{gpa:#x}: {e}")
             continue

@@ -91,6 +91,18 @@ class X86State:
             return "long"
         return "protected" if self.cr[0] & CR0_PE else "real"
 
+    @property
+    def pc(self) -> int:
+        return self.rip
+
+    @property
+    def ran(self) -> bool:
+        """Out of real mode: firmware or a kernel got there by writing RAM."""
+        return self.mode != "real"
+
+    def registers(self) -> dict[str, int]:
+        return {"rip": self.rip, "cr3": self.cr[3]}
+
 
 #: A segment selector is 16 bits in the hardware and in the i386 note.
 SELECTOR_MAX = 0xFFFF

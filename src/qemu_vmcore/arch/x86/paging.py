@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 from qemu_vmcore.arch.x86.cpu import X86State
 from qemu_vmcore.errors import MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.paging import Mapping, PhysicalReader
+from qemu_vmcore.guest.paging import Mapping, PhysicalReader, filter_mappings
 from qemu_vmcore.qemu.memory import GuestRange
 
 __all__ = [
@@ -406,14 +406,3 @@ def guest_mappings(
     for s in vcpus:
         walk_vcpu(walk, s)
     return merge(walk.found)
-
-
-def filter_mappings(mappings: Sequence[Mapping], begin: int, end: int) -> list[Mapping]:
-    """``mappings`` clipped to guest-physical ``[begin, end)``, as QEMU's
-    memory_mapping_filter clips them for ``begin``/``length``."""
-    out = []
-    for m in mappings:
-        lo, hi = max(m.paddr, begin), min(m.end, end)
-        if lo < hi:
-            out.append(Mapping(lo, m.vaddr + (lo - m.paddr), hi - lo))
-    return out

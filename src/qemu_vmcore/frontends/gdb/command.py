@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
         if not args.quiet:
             for line in report.ram_table_lines(qc):
                 _write(line)
-        check_gdb_arch(arch, qc.elf_arch()[1])
+        check_gdb_arch(arch, qc.dump_arch.machine, qc.dump_arch.byteorder)
         prepared = prepare(qc, output, force=args.force, allow_missing=args.allow_missing,
                            vmcoreinfo=not args.no_vmcoreinfo)  # fmt: skip
         if args.status_file is None:  # in gdb -batch, the CLI prints them from the result
@@ -160,8 +160,10 @@ bytes QMP dump-guest-memory (format elf, paging false) writes, sparse, made
 mode 0600 through a temporary file that appears at FILE only when complete.
 It is the file `qemu-vmcore extract CORE -o FILE` writes.
 
-ARCH is optional and checked: X86_64 for a guest whose first vCPU was in
-long mode, 386 otherwise (the names QEMU's own dump-guest-memory.py takes).
+ARCH is optional and checked (the names QEMU's own dump-guest-memory.py
+takes): X86_64 for an x86 guest whose first vCPU was in long mode, 386
+otherwise; aarch64-le for an aarch64 guest (aarch64-be, a big-endian one, is
+refused). Left out, it is the guest's.
 
   -f, --force       replace FILE if it exists
   --allow-missing   write zeros for guest RAM the core lacks, instead of failing
@@ -173,7 +175,8 @@ long mode, 386 otherwise (the names QEMU's own dump-guest-memory.py takes).
   -q, --quiet       no RAM table, progress or summary
   --debug           show a Python traceback for unexpected errors
 
-The command reads a QEMU core file opened in gdb (gdb qemu-system-x86_64 CORE);
+The command reads a QEMU core file opened in gdb (gdb qemu-system-x86_64 CORE, gdb
+qemu-system-aarch64 CORE);
 it refuses a live process. Guest RAM is copied from the core file directly,
 not through gdb."""
 
