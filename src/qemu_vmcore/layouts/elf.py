@@ -31,6 +31,7 @@ ET_CORE = 4
 
 EM_386 = 3
 EM_X86_64 = 62
+EM_AARCH64 = 183
 
 PN_XNUM = 0xFFFF  # e_phnum escape: the real count is in section 0's sh_info
 
