@@ -11,7 +11,10 @@ decoding an entry are shared by the two uses:
 * :func:`guest_mappings`: the guest's virtual memory map (``--paging``),
   described below.
 
-The constants (PTE_*, CR0_PG, CR4_*) are defined here once.
+The constants (PTE_*, CR0_PG, CR4_*) are defined here once; what the walk
+of the whole map shares with other architectures (its bounds, the RAM index,
+collecting and merging leaves) is :mod:`qemu_vmcore.guest.paging`'s, and
+imported from here too.
 
 The guest's virtual memory map, walked from its page tables (``--paging``):
 
@@ -48,14 +51,23 @@ table) ends in :class:`PagingLimitError`, never in a loop or a memory blow-up.
 
 from __future__ import annotations
 
-import bisect
-import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from qemu_vmcore.arch.x86.cpu import X86State
-from qemu_vmcore.errors import MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.paging import Mapping, PhysicalReader, filter_mappings
+from qemu_vmcore.guest.paging import (
+    MAX_MAPPINGS,
+    MAX_TABLES,
+    Mapping,
+    MappingCollector,
+    PagingLimitError,
+    PhysicalReader,
+    RamIndex,
+    filter_mappings,
+    identity_mappings,
+    merge,
+    read_entries,
+)
 from qemu_vmcore.qemu.memory import GuestRange
 
 __all__ = [
@@ -64,20 +76,16 @@ __all__ = [
     "Mapping",
     "Mode",
     "PagingLimitError",
+    "RamIndex",
     "X86PageTables",
     "filter_mappings",
     "guest_mappings",
     "kernel_page_tables",
     "merge",
+    "read_entries",
     "translate",
     "vcpu_mode",
 ]
-
-#: Page tables read in one walk (all vCPUs together): 65536 tables of 512
-#: entries map 128 GiB in 4 KiB pages.
-MAX_TABLES = 1 << 16
-#: Separate mappings kept (each becomes a PT_LOAD of 56 bytes).
-MAX_MAPPINGS = 1 << 18
 
 PTE_PRESENT = 1
 PTE_PSE = 1 << 7  # a large page at PDPT (1 GiB) or PD (2 MiB / 4 MiB) level
@@ -92,10 +100,6 @@ PAGE_4K = 1 << 12
 PAGE_4M = 1 << 22
 #: With page-table isolation, the user PGD is the kernel's + 4 KiB.
 PTI_USER_PGD = 1 << 12
-
-
-class PagingLimitError(VmcoreError):
-    """The guest's page tables are too large, or corrupt, to walk."""
 
 
 @dataclass(frozen=True)
@@ -162,18 +166,6 @@ def vcpu_mode(s: X86State) -> Mode | None:
     return LEGACY32_PSE if cr4 & CR4_PSE else LEGACY32
 
 
-def read_entries(mem: PhysicalReader, addr: int, count: int, width: int) -> tuple[int, ...] | None:
-    """``count`` entries of ``width`` bytes at ``addr``; None when not in memory.
-
-    ``count`` is a table's size at most (never a guest-chosen number).
-    """
-    try:
-        raw = mem.read(addr, count * width)
-    except MissingMemoryError:
-        return None
-    return struct.unpack(f"<{count}{'Q' if width == 8 else 'I'}", raw)
-
-
 def translate(
     mem: PhysicalReader, root: int, vaddr: int, *, la57: bool = False, mode: Mode | None = None
 ) -> int | None:
@@ -230,113 +222,26 @@ def kernel_page_tables(states: Sequence[X86State]) -> tuple[X86PageTables, ...]:
     return tuple(roots)
 
 
-class RamIndex:
-    """Which guest-physical addresses are guest RAM (the ``ranges``)."""
-
-    def __init__(self, ranges: Sequence[GuestRange]) -> None:
-        spans = sorted((r.gpa, r.end) for r in ranges)
-        self._starts = [s for s, _ in spans]
-        self._spans = spans
-
-    def contains(self, gpa: int) -> bool:
-        i = bisect.bisect_right(self._starts, gpa) - 1
-        return i >= 0 and gpa < self._spans[i][1]
-
-    def clip(self, gpa: int, end: int) -> Iterable[tuple[int, int]]:
-        """The parts of ``[gpa, end)`` that are guest RAM, as ``(start, end)``."""
-        i = max(0, bisect.bisect_right(self._starts, gpa) - 1)
-        for start, stop in self._spans[i:]:
-            if start >= end:
-                break
-            lo, hi = max(start, gpa), min(stop, end)
-            if lo < hi:
-                yield lo, hi
-
-
-class _Walk:
-    """One walk over all vCPUs; collects mappings merged in walk order."""
-
-    def __init__(self, memory: PhysicalReader, ram: RamIndex) -> None:
-        self._memory = memory
-        self._ram = ram
-        self._seen: set[tuple[str, int, int, int]] = set()
-        self._tables = 0
-        self._sign_bit: int | None = None
-        self.found: list[list[int]] = []  # [vaddr, paddr, size], in walk order
-
-    # -- reading tables --------------------------------------------------------
+class _Walk(MappingCollector):
+    """One walk over all vCPUs, in each vCPU's own mode (the collecting and
+    the bounds are :class:`~qemu_vmcore.guest.paging.MappingCollector`'s)."""
 
     def _entries(self, table: int, count: int, width: int) -> list[tuple[int, int]]:
         """``(index, entry)`` of the present entries of the table at ``table``.
 
         A table that is not in guest RAM (or not in the core) has no entries.
         """
-        self._tables += 1
-        if self._tables > MAX_TABLES:
-            raise PagingLimitError(
-                f"the guest's page tables need more than {MAX_TABLES} table reads "
-                "(corrupt, cyclic or huge); --paging refused",
-                hint="dump without --paging",
-            )
-        values = read_entries(self._memory, table, count, width)
+        values = self.read_table(table, count, width)
         if values is None:
             return []
         return [(i, e) for i, e in enumerate(values) if e & PTE_PRESENT]
 
-    def _first_visit(self, kind: str, table: int, level: int, vbase: int) -> bool:
-        key = (kind, table, level, vbase)
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        return True
-
-    # -- collecting leaves -----------------------------------------------------
-
-    def _canonical(self, vaddr: int) -> int:
-        bit = self._sign_bit
+    @staticmethod
+    def _canonical(mode: Mode, vaddr: int) -> int:
+        bit = mode.sign_bit
         if bit is not None and vaddr & (1 << bit):
             return vaddr | ((1 << 64) - (1 << bit))
         return vaddr
-
-    def _add(self, vaddr: int, paddr: int, size: int) -> None:
-        vaddr = self._canonical(vaddr)
-        if self.found:
-            last = self.found[-1]
-            if last[0] + last[2] == vaddr and last[1] + last[2] == paddr:
-                last[2] += size
-                return
-        if len(self.found) >= MAX_MAPPINGS:
-            raise PagingLimitError(
-                f"the guest's page tables map more than {MAX_MAPPINGS} separate ranges; "
-                "--paging refused",
-                hint="dump without --paging",
-            )
-        self.found.append([vaddr, paddr, size])
-
-    def _large_page(self, vaddr: int, paddr: int, size: int) -> None:
-        # QEMU checks only where a large page starts (cpu_physical_memory_is_io).
-        if self._ram.contains(paddr):
-            self._add(vaddr, paddr, size)
-
-    def _small_pages(self, vbase: int, entries: list[tuple[int, int]], mask: int) -> None:
-        """Leaf 4 KiB entries of one table, as runs contiguous in both spaces."""
-        run: list[int] | None = None  # [first index, paddr, pages]
-        for i, e in entries:
-            paddr = e & mask
-            if run is not None and i == run[0] + run[2] and paddr == run[1] + run[2] * PAGE_4K:
-                run[2] += 1
-                continue
-            if run is not None:
-                self._run(vbase, run)
-            run = [i, paddr, 1]
-        if run is not None:
-            self._run(vbase, run)
-
-    def _run(self, vbase: int, run: list[int]) -> None:
-        first, paddr, pages = run
-        vaddr = vbase | (first << 12)
-        for lo, hi in self._ram.clip(paddr, paddr + pages * PAGE_4K):
-            self._add(vaddr + (lo - paddr), lo, hi - lo)
 
     # -- the walk --------------------------------------------------------------
 
@@ -346,23 +251,25 @@ class _Walk:
         The root is read once per call; each table below it at most once
         per (kind, table, level, virtual base) over the whole walk.
         """
-        self._sign_bit = mode.sign_bit
         self._table(mode, cr3 & mode.root_mask, mode.levels, 0)
 
     def _table(self, mode: Mode, table: int, level: int, vbase: int) -> None:
         shift = mode.shift(level)
         entries = self._entries(table, mode.entries(level), mode.width)
         if level == 1:
-            self._small_pages(vbase, entries, mode.addr_mask)
+            mask = mode.addr_mask
+            self.pages(vbase, ((i, e & mask) for i, e in entries), PAGE_4K)
             return
         for i, e in entries:
-            vaddr = vbase | (i << shift)
+            # Canonical from the root down: the sign bit is one of the root's
+            # index bits, and the levels below only add lower bits.
+            vaddr = self._canonical(mode, vbase | (i << shift))
             base = mode.large_page(e, level)
             if base is not None:
-                self._large_page(vaddr, base, 1 << shift)
+                self.leaf_at_start(vaddr, base, 1 << shift)
                 continue
             below = e & mode.addr_mask
-            if self._first_visit(mode.kind, below, level - 1, vaddr):
+            if self.first_visit((mode.kind, below, level - 1, vaddr)):
                 self._table(mode, below, level - 1, vaddr)
 
 
@@ -371,25 +278,6 @@ def walk_vcpu(walk: _Walk, s: X86State) -> None:
     mode = vcpu_mode(s)
     if mode is not None:
         walk.tables(mode, s.cr[3])
-
-
-def merge(found: Iterable[Sequence[int]]) -> list[Mapping]:
-    """The canonical form of ``(vaddr, paddr, size)`` triples.
-
-    The same set of (virtual, physical) page pairs, as maximal runs
-    contiguous in both address spaces, sorted by physical then virtual
-    address. Duplicates and overlaps (the same kernel tables seen through
-    two vCPUs) collapse into one.
-    """
-    by_delta = sorted(((v - p) % (1 << 64), v, p, n) for v, p, n in found)
-    out: list[list[int]] = []  # [delta, vaddr, paddr, size]
-    for delta, v, p, n in by_delta:
-        if out and out[-1][0] == delta and v <= out[-1][1] + out[-1][3]:
-            last = out[-1]
-            last[3] = max(last[3], v + n - last[1])
-        else:
-            out.append([delta, v, p, n])
-    return sorted(Mapping(p, v, n) for _, v, p, n in out)
 
 
 def guest_mappings(
@@ -401,8 +289,10 @@ def guest_mappings(
     :raises PagingLimitError: the tables are too large or corrupt to walk.
     """
     if not any(s.cr[0] & CR0_PG for s in vcpus):
-        return [Mapping(r.gpa, r.gpa, r.size) for r in ram]
-    walk = _Walk(memory, RamIndex(ram))
+        return identity_mappings(ram)
+    # The bounds are read here, at call time, so that they can be lowered
+    # through this module (the tests and the fuzzer do).
+    walk = _Walk(memory, RamIndex(ram), max_tables=MAX_TABLES, max_mappings=MAX_MAPPINGS)
     for s in vcpus:
         walk_vcpu(walk, s)
-    return merge(walk.found)
+    return walk.mappings()
