@@ -682,7 +682,7 @@ def _find_run(case: FindCase, scratch: Path) -> None:
         layout = X86.kernel_layout(info)
         assert vmcoreinfo.verify(mem, info, case.roots, layout=layout) == info.verified
         # Accessors of a chosen note, hostile or not, only ever give ints or None.
-        layout.phys_base, layout.text_load(), info.kerneloffset  # noqa: B018
+        layout.phys_base, layout.text_load(mem), info.kerneloffset  # noqa: B018
         for name in ("init_uts_ns", "_stext", "prb"):
             info.symbol(name)
 
@@ -1142,7 +1142,7 @@ def _expected_loads(
     """PT_LOADs of an ELF dump without paging: the ranges, and the kernel text."""
     loads = [(r.gpa, r.gpa, r.size, r.size, guest.bytes_at(r.hva, r.size)) for r in ranges]
     if info is not None and machine == E.EM_X86_64:
-        v = kernel_text_load(X86.kernel_layout(info), ranges)
+        v = kernel_text_load(X86.kernel_layout(info), ranges, None)
         if v is not None:
             r = next(r for r in ranges if r.gpa <= v.gpa < r.end)
             size = min(v.size, r.end - v.gpa)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from qemu_vmcore.arch import DumpArch
 from qemu_vmcore.errors import CoreFileError, MissingMemoryError, VmcoreError
-from qemu_vmcore.guest.paging import KernelLayout, filter_mappings
+from qemu_vmcore.guest.paging import KernelLayout, PhysicalReader, filter_mappings
 from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 from qemu_vmcore.layouts import elf as E
@@ -81,7 +81,9 @@ def minimal_notes() -> bytes:
     return E.note_bytes(b"NONE", 0, b"EMPTY")
 
 
-def kernel_text_load(layout: KernelLayout | None, ranges: list[GuestRange]) -> VirtualLoad | None:
+def kernel_text_load(
+    layout: KernelLayout | None, ranges: list[GuestRange], mem: PhysicalReader
+) -> VirtualLoad | None:
     """A PT_LOAD mapping the kernel image's virtual addresses, as kexec writes one.
 
     vmcore-dmesg and makedumpfile translate SYMBOL() addresses through PT_LOAD
@@ -90,7 +92,7 @@ def kernel_text_load(layout: KernelLayout | None, ranges: list[GuestRange]) -> V
     them on ours). It starts at SYMBOL(_stext) and runs as far as the arch's
     kernel layout says (``KernelLayout.text_load``), when it starts in RAM.
     """
-    text = layout.text_load() if layout is not None else None
+    text = layout.text_load(mem) if layout is not None else None
     # The note is guest data: an address past 2**64 fits no p_vaddr.
     if text is None or text.size <= 0 or not 0 <= text.vaddr < text.vaddr + text.size <= 1 << 64:
         return None
@@ -328,7 +330,7 @@ def elf_image(
         if options.filtered:
             mappings = filter_mappings(mappings, options.begin, options.end)
     elif info is not None and arch.kernel_layout_known:
-        text = kernel_text_load(qc.arch.kernel_layout(info), ranges)
+        text = kernel_text_load(qc.arch.kernel_layout(info), ranges, qc.memory)
         loads = [text] if text else []
     return build_image(
         ranges,

@@ -212,7 +212,7 @@ def test_kernel_text_load_refuses_stext_past_2_64(stext):
         "NUMBER(phys_base)": str(gpa - (stext - START_KERNEL_MAP)),
     }
     info = VmcoreInfo(b"", 0, "test", fields=fields)
-    assert kernel_text_load(X86.kernel_layout(info), [R0, R1]) is None
+    assert kernel_text_load(X86.kernel_layout(info), [R0, R1], None) is None
 
 
 class _Layout:
@@ -227,7 +227,7 @@ class _Layout:
     def image_pa(self, vaddr: int) -> int | None:
         return None
 
-    def text_load(self) -> Mapping:
+    def text_load(self, mem) -> Mapping:
         return self.text
 
 
@@ -235,6 +235,6 @@ class _Layout:
 def test_kernel_text_load_refuses_a_load_past_2_64(stext):
     """Whatever an arch's layout says, a PT_LOAD must end by 2**64 (p_vaddr, p_memsz)."""
     gpa = R1.gpa + PAGE
-    assert kernel_text_load(_Layout(Mapping(gpa, stext, 0x10_0000)), [R0, R1]) is None
+    assert kernel_text_load(_Layout(Mapping(gpa, stext, 0x10_0000)), [R0, R1], None) is None
     fits = Mapping(gpa, 2**64 - 0x10_0000, 0x10_0000)
-    assert kernel_text_load(_Layout(fits), [R0, R1]) is not None
+    assert kernel_text_load(_Layout(fits), [R0, R1], None) is not None

@@ -83,9 +83,13 @@ class KernelLayout(Protocol):
         virtual address; None when ``vaddr`` is outside the image mapping."""
         ...
 
-    def text_load(self) -> Mapping | None:
+    def text_load(self, mem: PhysicalReader) -> Mapping | None:
         """The kernel text's mapping from SYMBOL(_stext) on, as kexec's
-        /proc/vmcore has a PT_LOAD of it; None when the note lacks _stext."""
+        /proc/vmcore has a PT_LOAD of it; None when the note lacks _stext.
+
+        :param mem: guest-physical memory, where the arch must read the
+            kernel's own tables to find the image's end.
+        """
         ...
 
 

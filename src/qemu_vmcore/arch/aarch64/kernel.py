@@ -11,10 +11,13 @@ SYMBOL(swapper_pg_dir) and PAGESIZE:
 * ``KERNELOFFSET``: the KASLR displacement.
 
 The image starts at ``_text``, ``_stext`` rounded down to MIN_KIMG_ALIGN
-(2 MiB: the image is placed, and KASLR moves it, in such steps), and ends
-with ``swapper_pg_dir``, the last page the linker script puts before
-``_end``. Addresses outside are not the image's: vmalloc and modules sit
-right around it, so nothing past its end is translated by the image rule.
+(2 MiB: the image is placed, and KASLR moves it, in such steps). VMCOREINFO
+does not say where it ends (``_end``), so :func:`__pa_symbol` is applied up
+to :data:`IMAGE_MAX` past its start, as x86 applies it to its whole image
+mapping; the kernel-text PT_LOAD, which consumers take as the truth for
+every address in it, ends where the kernel's own tables stop mapping the
+image's pages at ``vaddr - kimage_voffset`` (vmalloc, right after ``_end``,
+maps other pages, and the ``__init`` hole freed at boot lies before ``.data``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qemu_vmcore.arch.aarch64.paging import AArch64PageTables
-from qemu_vmcore.guest.paging import Mapping
+from qemu_vmcore.guest.paging import Mapping, PhysicalReader
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 
 #: MIN_KIMG_ALIGN: the kernel image's alignment (arch/arm64/include/asm/boot.h).
 KIMAGE_ALIGN = 2 << 20
-#: Our bound on the image's size when swapper_pg_dir does not bound it.
+#: Our bound on the image's size (a Debian arm64 kernel's is about 40 MiB,
+#: BSS included).
 IMAGE_MAX = 256 << 20
+#: The steps in which the image's end is looked for: SEGMENT_ALIGN, to which
+#: the linker script aligns each of the image's segments.
+SEGMENT_ALIGN = 64 << 10
 PAGE_SIZES = (4096, 16384, 65536)
 
 
@@ -53,11 +60,12 @@ class AArch64KernelLayout:
         if stext is None or voffset is None or not 0 <= voffset < 1 << 64:
             return None
         start = stext & ~(KIMAGE_ALIGN - 1)
+        if start + IMAGE_MAX > 1 << 64:
+            return None
         page = _page_size(info)
         pgd = info.symbol("swapper_pg_dir")
-        end = pgd + page if pgd is not None and start < pgd < start + IMAGE_MAX else start
-        end = end if end > stext else start + IMAGE_MAX
-        layout = cls(None, info.number("PHYS_OFFSET") or 0, (start, end), voffset, stext)
+        image = (start, start + IMAGE_MAX)
+        layout = cls(None, info.number("PHYS_OFFSET") or 0, image, voffset, stext)
         pgd_pa = layout.image_pa(pgd) if pgd is not None else None
         va_bits = _va_bits(info)
         if pgd_pa is None or va_bits is None:
@@ -71,12 +79,26 @@ class AArch64KernelLayout:
             return None
         return (vaddr - self.voffset) % (1 << 64)
 
-    def text_load(self) -> Mapping | None:
-        """From SYMBOL(_stext) to the end of the image (swapper_pg_dir)."""
+    def text_load(self, mem: PhysicalReader) -> Mapping | None:
+        """From SYMBOL(_stext) to the image's end, as the kernel's own tables
+        map it; None without the tables (the end would be a guess)."""
         pa = self.image_pa(self.stext)
-        if pa is None:
+        end = self.image_end(mem)
+        if pa is None or end is None or end <= self.stext:
             return None
-        return Mapping(paddr=pa, vaddr=self.stext, size=self.image[1] - self.stext)
+        return Mapping(paddr=pa, vaddr=self.stext, size=end - self.stext)
+
+    def image_end(self, mem: PhysicalReader) -> int | None:
+        """The end of the last SEGMENT_ALIGN step of the image the kernel's
+        tables map at ``vaddr - kimage_voffset`` (IMAGE_MAX / 64 KiB
+        translations at most); None without tables."""
+        if self.tables is None:
+            return None
+        end = None
+        for vaddr in range(self.stext, self.image[1], SEGMENT_ALIGN):
+            if self.tables.translate(mem, vaddr) == self.image_pa(vaddr):
+                end = vaddr + SEGMENT_ALIGN
+        return end
 
 
 def _page_size(info: VmcoreInfo) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qemu_vmcore.arch.x86.paging import X86PageTables
-from qemu_vmcore.guest.paging import Mapping
+from qemu_vmcore.guest.paging import Mapping, PhysicalReader
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -52,7 +52,7 @@ class X86KernelLayout:
             return None
         return vaddr - START_KERNEL_MAP + self.phys_base
 
-    def text_load(self) -> Mapping | None:
+    def text_load(self, mem: PhysicalReader) -> Mapping | None:
         """From SYMBOL(_stext) to the end of the image mapping."""
         if self.stext is None:
             return None
