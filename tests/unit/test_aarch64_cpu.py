@@ -998,6 +998,8 @@ def test_the_sve_registers_at_the_current_length(version):
         (dict(sve_max_vq=0), "maximum 0"),
         (dict(sve_max_vq=17), "maximum 17"),
         (dict(zsize=64, zcr_el=(0, 4, 0, 0)), "vector length 5"),  # past sizeof(ARMVectorReg)
+        # Streaming mode with no SME length at all: QEMU's ctz32(0) is 32, vq 33.
+        (dict(svcr=1, sme_map=0), "vector length 33"),
     ],
 )
 def test_implausible_sve_state_is_refused(kw, match):
