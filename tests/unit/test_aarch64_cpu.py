@@ -307,7 +307,7 @@ EL2 = 1 << ARM_FEATURES["ARM_FEATURE_EL2"]
 EL3 = 1 << ARM_FEATURES["ARM_FEATURE_EL3"]
 EL1H, EL0T, EL2H, EL3H = 0x5, 0x0, 0x9, 0xD  # PSTATE.EL and SPSel
 HCR_E2H, HCR_TGE = 1 << 34, 1 << 27
-SCR_NS, SCR_RW, SCR_EEL2 = 1 << 0, 1 << 10, 1 << 18
+SCR_NS, SCR_RW, SCR_EEL2, SCR_NSE = 1 << 0, 1 << 10, 1 << 18, 1 << 62
 FPCR_FIZ, FPCR_AH, FPCR_FZ = 1 << 0, 1 << 1, 1 << 24
 
 
@@ -855,6 +855,7 @@ def test_zcr_el3_caps_every_el():
         (SCR_EEL2, True),  # secure EL2 (FEAT_SEL2)
         (SCR_NS | SCR_RW, True),
         (SCR_NS, True),
+        (SCR_NS | SCR_NSE | SCR_RW, True),  # 10.0's Realm space: not Secure
     ],
 )
 def test_arm_is_el2_enabled_follows_the_security_state(scr, el2_enabled):
