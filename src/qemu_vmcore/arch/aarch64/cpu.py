@@ -337,7 +337,8 @@ def _sve_vqm1_for_el(dbg: Debugger, arm: Value, env: Value) -> int:
         return allowed.bit_length() - 1
     if streaming:  # bit 0 is always set for Normal SVE, not for Streaming SVE
         sme = int(arm.member("sme_vq").member("map"))
-        return (sme & -sme).bit_length() - 1 if sme else 0
+        # ctz32(sme_vq.map); ctz32(0) is 32, a length the caller refuses.
+        return (sme & -sme).bit_length() - 1 if sme else 32
     raise QemuStateError("implausible SVE state: no supported vector length (sve_vq.map)")
 
 
