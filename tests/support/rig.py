@@ -239,8 +239,11 @@ class Case:
 #: "kdump-zlib" is QEMU's flattened kdump (makedumpfile -R reassembles it);
 #: "filter" is an ELF dump of [FILTER_BEGIN, FILTER_BEGIN + FILTER_LENGTH):
 #: neither end on a range boundary (on pc, it would span the hole at 0xa0000).
-#: "paging" is x86 only: on aarch64 QEMU says "Obtaining memory mappings is
-#: unsupported on this CPU." (no get_memory_mapping in target/arm).
+#: "paging" is x86 only. target/arm has neither get_paging_enabled nor
+#: get_memory_mapping, so on aarch64 QEMU (7.2 and 10.0) finds no vCPU with
+#: paging on and, with no error, writes p_vaddr = p_paddr: the very bytes of
+#: paging=false ("Obtaining memory mappings is unsupported on this CPU." is
+#: only said for a vCPU that has paging on but no get_memory_mapping).
 FILTER_BEGIN = 0x9F000
 FILTER_LENGTH = 0x3FF0000
 EXTRA_REFERENCES: dict[str, dict[str, Any]] = {
@@ -381,8 +384,8 @@ def _virt(name: str, qemu: str, **kw: Any) -> CaseSpec:
 
 
 #: The aarch64 guests (-machine virt -cpu max, RAM from 0x40000000), each
-#: compared with QMP's dump like the x86 ones. No "paging" reference: QEMU
-#: cannot write one for arm (see EXTRA_REFERENCES).
+#: compared with QMP's dump like the x86 ones. No "paging" reference: on
+#: arm QEMU writes no virtual addresses (see EXTRA_REFERENCES).
 AARCH64_CASES: tuple[CaseSpec, ...] = (
     _virt("a10-virt-512", "10.0", fill_mib=32),
     _virt("a72-virt-512", "7.2", fill_mib=32),

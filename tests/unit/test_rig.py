@@ -41,7 +41,7 @@ def test_aarch64_cases():
     assert names == [s.name for s in AARCH64] and len(names) >= 8
     assert {s.qemu for s in AARCH64} == {"7.2", "10.0"}
     assert all(s.machine == "virt" and not s.firmware_only for s in AARCH64)
-    # QEMU cannot translate arm guest addresses for a paging dump.
+    # QEMU writes no virtual addresses for arm: paging=true would be paging=false.
     assert all("paging" not in s.extra_references for s in AARCH64)
     assert not set(names) & set(rig.case_names("x86_64"))
 
