@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepares the rig's guest: a Debian cloud kernel and a busybox initramfs.
-# Idempotent; results are cached in $RIG_CACHE/guest/:
-#   vmlinuz          the kernel (from linux-image-6.1.0-*-cloud-amd64)
+# Usage: guest.sh [amd64|arm64]   (the guest's Debian architecture; default amd64)
+# Idempotent; results are cached in $RIG_CACHE/guest/ (amd64) or
+# $RIG_CACHE/guest-<arch>/ (arm64), with the same file names:
+#   vmlinuz          the kernel (from linux-image-6.1.0-*-cloud-<arch>; on
+#                    arm64 an uncompressed Image, which QEMU's -kernel loads)
 #   kernel-version   e.g. 6.1.0-56-cloud-amd64
 #   kernel-package   package name and version, e.g. "linux-image-6.1.0-56-cloud-amd64 6.1.192-2"
 #   kernel-config    the kernel's /boot/config-*
@@ -14,26 +17,46 @@
 #                    matching linux-image-*-dbg package (a ~283 MB download of
 #                    which only usr/lib/debug/boot/vmlinux-* is kept)
 #   vmlinux-package  package name and version of the -dbg package
+#   busybox, busybox-package  (not amd64) busybox-static of the guest's
+#                    architecture, taken from its package without installing it
 #   initramfs.cpio.gz  busybox + tests/rig/init + modules/
 #   initramfs.inputs   hash of what went into the initramfs; it is rebuilt
 #                      only when that changes
+# Packages of another architecture need it in dpkg (setup-apt.sh adds arm64);
+# they are only downloaded (apt-get download) and unpacked, never installed.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-gdir="$RIG_CACHE/guest"
+arch=${1:-amd64}
+case "$arch" in
+  # amd64 keeps the cache directory it always had, so its cases stay valid.
+  amd64) gdir="$RIG_CACHE/guest" pkg_arch="" ;;
+  arm64) gdir="$RIG_CACHE/guest-$arch" pkg_arch=":$arch" ;;
+  *) log "unknown guest architecture $arch (amd64 or arm64)"; exit 2 ;;
+esac
 mkdir -p "$gdir"
 exec 9>"$gdir/.lock"
 flock 9
 
-busybox=/bin/busybox
 init_src="$RIG_DIR/init"
 
 tmp=$(mktemp -d "$gdir/.tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
 resolve_kernel_pkg() {
-  apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-    sed -n 's/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-cloud-amd64\)$/\1/p' | head -1
+  # A foreign architecture's dependency is printed as NAME:ARCH.
+  apt-cache depends "linux-image-cloud-$arch$pkg_arch" 2>/dev/null |
+    sed -n "s/^ *Depends: \(linux-image-6\.1\.0-[0-9]*-cloud-$arch\)\(:$arch\)\?\$/\1/p" | head -1
+}
+
+# download PKG[=VERSION]: apt-get download into $tmp (apt-get update and one
+# retry if apt does not know it).
+download() {
+  if ! (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$1" >/dev/null); then
+    log "apt-get download $1 failed; running apt-get update and retrying"
+    apt-get update -qq
+    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$1" >/dev/null)
+  fi
 }
 
 # Modules the guest's init loads (=m in the cloud kernel); their dependencies
@@ -78,23 +101,19 @@ else
     # Only the modules are missing: take them from the very same package, so
     # that the kernel (and its debug vmlinux) stay as they are.
     read -r pkg pkg_ver <"$gdir/kernel-package"
-    want="$pkg=$pkg_ver"
+    want="$pkg$pkg_arch=$pkg_ver"
   else
     pkg=$(resolve_kernel_pkg)
     if [ -z "$pkg" ]; then
-      log "linux-image-cloud-amd64 not known to apt; running apt-get update"
+      log "linux-image-cloud-$arch not known to apt; running apt-get update"
       apt-get update -qq
       pkg=$(resolve_kernel_pkg)
     fi
     [ -n "$pkg" ] || { log "cannot resolve the cloud kernel package"; exit 1; }
-    want=$pkg
+    want=$pkg$pkg_arch
   fi
   log "downloading $want"
-  if ! (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$want" >/dev/null); then
-    log "apt-get download failed; running apt-get update and retrying"
-    apt-get update -qq
-    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$want" >/dev/null)
-  fi
+  download "$want"
   deb=$(ls "$tmp"/*.deb)
   mkdir "$tmp/x"
   dpkg-deb --fsys-tarfile "$deb" |
@@ -122,12 +141,8 @@ if [ -f "$gdir/vmlinux" ] && [ -f "$gdir/vmlinux-package" ] &&
    [ "$(cat "$gdir/vmlinux-package")" = "$want_dbg" ]; then
   log "guest debug vmlinux cached: $want_dbg"
 else
-  log "downloading $kpkg-dbg=$kpkg_ver (~283 MB; only the vmlinux is kept)"
-  if ! (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg-dbg=$kpkg_ver" >/dev/null); then
-    log "apt-get download failed; running apt-get update and retrying"
-    apt-get update -qq
-    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg-dbg=$kpkg_ver" >/dev/null)
-  fi
+  log "downloading $kpkg-dbg$pkg_arch=$kpkg_ver (~283 MB; only the vmlinux is kept)"
+  download "$kpkg-dbg$pkg_arch=$kpkg_ver"
   dbg_deb=$(ls "$tmp"/"$kpkg"-dbg_*.deb)
   mkdir -p "$tmp/dbg"
   dpkg-deb --fsys-tarfile "$dbg_deb" |
@@ -144,7 +159,28 @@ else
   log "guest debug vmlinux: $gdir/vmlinux ($(stat -c %s "$gdir/vmlinux") bytes)"
 fi
 
-[ -x "$busybox" ] || { log "$busybox missing (install busybox-static)"; exit 1; }
+if [ -z "$pkg_arch" ]; then
+  busybox=/bin/busybox
+  [ -x "$busybox" ] || { log "$busybox missing (install busybox-static)"; exit 1; }
+else
+  # Another architecture's busybox: unpacked from busybox-static:ARCH, once.
+  busybox="$gdir/busybox"
+  if [ -x "$busybox" ] && [ -s "$gdir/busybox-package" ]; then
+    log "guest busybox cached: $(cat "$gdir/busybox-package")"
+  else
+    log "downloading busybox-static$pkg_arch"
+    download "busybox-static$pkg_arch"
+    bb_deb=$(ls "$tmp"/busybox-static_*.deb)
+    mkdir "$tmp/bb"
+    dpkg-deb -x "$bb_deb" "$tmp/bb"
+    bb=$(find "$tmp/bb" -name busybox -type f -perm -u+x | head -1)
+    [ -n "$bb" ] || { log "no busybox binary in $bb_deb"; exit 1; }
+    install -m 0755 "$bb" "$busybox.tmp" && mv "$busybox.tmp" "$busybox"
+    echo "$(dpkg-deb -f "$bb_deb" Package) $(dpkg-deb -f "$bb_deb" Version)" >"$gdir/busybox-package"
+    rm -rf "$bb_deb" "$tmp/bb"
+    log "guest busybox: $(cat "$gdir/busybox-package")"
+  fi
+fi
 [ -f "$init_src" ] || { log "$init_src missing"; exit 1; }
 # Bump the layout version when the way the image is put together changes.
 inputs="layout=2

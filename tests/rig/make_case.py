@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             case = rig.cached_case(spec)
             state = "cached" if case else "missing"
             print(
-                f"{name:20} qemu={spec.qemu:5} machine={spec.machine:4} mem={spec.mem_mib}M "
+                f"{name:20} arch={spec.arch:7} qemu={spec.qemu:5} machine={spec.machine:4} "
+                f"mem={spec.mem_mib}M "
                 f"smp={spec.smp} fill={spec.fill_mib}M dump_guest_core={spec.dump_guest_core} "
                 f"reference={spec.reference} vmcoreinfo_device={spec.vmcoreinfo_device} "
                 f"panic={spec.panic} "
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             if args.wait_build:
-                rig.wait_for_qemu_build(spec.qemu, args.wait_build)
+                rig.wait_for_qemu_build(spec.qemu, args.wait_build, spec.arch)
             was_cached = not args.force and rig.cached_case(spec) is not None
             case = rig.ensure_case(spec, force=args.force)
         except rig.RigUnavailable as e:  # e.g. no working KVM here: the tests skip it

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the rig and the tests need, and the deb-src
-# entries for the QEMU source packages. Idempotent; re-runs are quick.
+# entries for the QEMU source packages, and adds the foreign architectures
+# whose guest kernels and busybox guest.sh downloads (never installs) to dpkg.
+# Idempotent; re-runs are quick.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -23,7 +25,14 @@ want_pkgs=(
   # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)
   systemd-journal-remote
 )
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] && [ -f "$src" ]; then
+# Guest architectures besides the host's (guest.sh ARCH).
+foreign_archs=(arm64)
+missing_archs=()
+for a in "${foreign_archs[@]}"; do
+  dpkg --print-foreign-architectures | grep -qx "$a" || missing_archs+=("$a")
+done
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] && [ -f "$src" ] &&
+   [ ${#missing_archs[@]} -eq 0 ]; then
   log "apt packages already installed"
   exit 0
 fi
@@ -43,6 +52,10 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 fi
+for a in "${missing_archs[@]}"; do
+  log "adding architecture $a to dpkg (for guest.sh $a)"
+  dpkg --add-architecture "$a"
+done
 log "apt-get update"
 apt-get update -qq
 log "installing ${#want_pkgs[@]} packages"

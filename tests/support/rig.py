@@ -1,19 +1,23 @@
 """Test rig: real QEMU process cores with a matching reference guest dump.
 
 A *case* is made by booting a small Linux guest (Debian cloud kernel plus a
-busybox initramfs, see guest.sh and init) under QEMU/TCG, waiting for it to
+busybox initramfs, see guest.sh and init; an x86_64 or an aarch64 guest, see
+ARCHES) under QEMU/TCG, waiting for it to
 print RIG-READY, pausing it, having QEMU write the guest memory over QMP
 (``dump-guest-memory``, ELF, paging off: the reference) and finally killing
 QEMU with SIGABRT so that the kernel writes QEMU's process core. In a *panic*
 case the guest panics (sysrq 'c') after RIG-READY and is paused in panic().
 A case may also run QMP commands before the pause (memory hotplug, resizing
 virtio-mem), boot no kernel at all (SeaBIOS only; ready when it finds nothing
-to boot), keep or delete files QEMU made in the case directory (a RAM
+to boot), start paused (-S: the vCPUs never ran, ready as soon as QEMU is up),
+keep or delete files QEMU made in the case directory (a RAM
 backing file), or run under KVM: where KVM does not boot the guest, making
 the case raises RigUnavailable (remembered until the next boot) and its
 tests are skipped.
 
-The guest's debug vmlinux (for crash and drgn) is ``vmlinux()``.
+The guest's debug vmlinux (for crash and drgn) is ``vmlinux(arch)``, or a
+case's ``Case.vmlinux``; ``case_names(arch)`` lists the standard cases of one
+guest architecture.
 
 Cases are cached in ``$RIG_CACHE/cases/<name>/``; ``ensure_case`` makes one
 only when it is missing or stale. Only the standard library is used, so that
@@ -43,11 +47,15 @@ from typing import Any
 __all__ = [
     "CaseSpec",
     "Case",
+    "GuestArch",
+    "ARCHES",
     "RigError",
     "QMPError",
     "RigUnavailable",
     "QMP",
     "STANDARD_CASES",
+    "AARCH64_CASES",
+    "case_names",
     "RIG_DIR",
     "rig_cache",
     "guest_dir",
@@ -63,6 +71,7 @@ __all__ = [
     "cached_case",
     "ensure_case",
     "qemu_argv",
+    "extra_reference_arguments",
 ]
 
 RIG_DIR = Path(__file__).resolve().parent.parent / "rig"  # the shell scripts
@@ -85,6 +94,49 @@ class RigUnavailable(RigError):
 
 
 # --------------------------------------------------------------------------
+# guest architectures
+
+
+@dataclass(frozen=True)
+class GuestArch:
+    """What differs between the rig's guest architectures (CaseSpec.arch)."""
+
+    name: str  # QEMU's: qemu-system-<name>, and CaseSpec.arch
+    debian: str  # Debian's: guest.sh's argument, the linux-image-*-cloud-<debian> kernel
+    guest_subdir: str  # the guest's cache directory under rig_cache()
+    console: str  # the kernel's console= (the machine's first serial port)
+    ram_base: int  # guest-physical address where the machine's RAM starts
+    # QEMU arguments before -machine (firmware search paths) and after it (-cpu).
+    firmware_args: tuple[str, ...] = ()
+    cpu_args: tuple[str, ...] = ()
+
+
+ARCHES: dict[str, GuestArch] = {
+    a.name: a
+    for a in (
+        GuestArch(
+            "x86_64", "amd64", "guest", "ttyS0", 0,
+            firmware_args=("-L", "/usr/share/seabios", "-L", "/usr/share/qemu"),
+        ),
+        # virt boots -kernel with QEMU's own boot stub: no firmware. pauth-impdef:
+        # TCG's default QARMA5 pointer authentication is slow to emulate; QEMU's
+        # own (impdef) algorithm keeps PAuth on for the guest, and is faster.
+        GuestArch(
+            "aarch64", "arm64", "guest-arm64", "ttyAMA0", 0x40000000,
+            cpu_args=("-cpu", "max,pauth-impdef=on"),
+        ),
+    )
+}  # fmt: skip
+
+
+def _arch(name: str) -> GuestArch:
+    try:
+        return ARCHES[name]
+    except KeyError:
+        raise RigError(f"unknown guest architecture {name!r}; known: {', '.join(ARCHES)}") from None
+
+
+# --------------------------------------------------------------------------
 # specs and cases
 
 
@@ -92,7 +144,7 @@ class RigUnavailable(RigError):
 class CaseSpec:
     name: str  # e.g. "q72-pc-512"; also the directory name under cases/
     qemu: str  # "7.2" or "10.0" (short names from common.sh)
-    machine: str = "pc"  # "pc" or "q35"
+    machine: str = "pc"  # "pc" or "q35"; "virt" for aarch64
     mem_mib: int = 512
     smp: int = 1
     fill_mib: int = 0  # MiB of random data the guest puts into a tmpfs
@@ -117,6 +169,10 @@ class CaseSpec:
     delete_after_core: tuple[str, ...] = ()
     # A guest user process plants this many fake VMCOREINFO notes (init).
     hostile_notes: int = 0
+    arch: str = "x86_64"  # the guest's architecture, a key of ARCHES
+    # -S: the vCPUs never run (still at the reset vector or -kernel's boot
+    # stub, MMU off); the case is ready as soon as QEMU's QMP socket is there.
+    start_paused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as it is stored in meta.json (tuples become lists)."""
@@ -162,11 +218,32 @@ class Case:
     def serial_log(self) -> Path:
         return self.dir / "serial.log"
 
+    @property
+    def arch(self) -> GuestArch:
+        """The guest's architecture (spec.arch)."""
+        return _arch(self.spec.arch)
 
-#: QMP dump-guest-memory arguments of each extra reference a case can have.
+    @property
+    def vmlinux(self) -> Path:
+        """The debug vmlinux of this case's guest kernel (for crash and drgn)."""
+        return guest_dir(self.spec.arch) / "vmlinux"
+
+    def extra_reference_arguments(self, name: str) -> dict[str, Any]:
+        """The dump-guest-memory arguments extra reference `name` was made with."""
+        self.extra_reference(name)  # checks the name
+        return dict(self.meta["extra_references"][name]["arguments"])
+
+
+#: QMP dump-guest-memory arguments of each extra reference a case can have
+#: (on x86_64; see extra_reference_arguments for other guests).
 #: "kdump-zlib" is QEMU's flattened kdump (makedumpfile -R reassembles it);
 #: "filter" is an ELF dump of [FILTER_BEGIN, FILTER_BEGIN + FILTER_LENGTH):
 #: neither end on a range boundary (on pc, it would span the hole at 0xa0000).
+#: "paging" is x86 only. target/arm has neither get_paging_enabled nor
+#: get_memory_mapping, so on aarch64 QEMU (7.2 and 10.0) finds no vCPU with
+#: paging on and, with no error, writes p_vaddr = p_paddr: the very bytes of
+#: paging=false ("Obtaining memory mappings is unsupported on this CPU." is
+#: only said for a vCPU that has paging on but no get_memory_mapping).
 FILTER_BEGIN = 0x9F000
 FILTER_LENGTH = 0x3FF0000
 EXTRA_REFERENCES: dict[str, dict[str, Any]] = {
@@ -174,6 +251,19 @@ EXTRA_REFERENCES: dict[str, dict[str, Any]] = {
     "paging": {"format": "elf", "paging": True},
     "filter": {"format": "elf", "paging": False, "begin": FILTER_BEGIN, "length": FILTER_LENGTH},
 }
+
+
+def extra_reference_arguments(name: str, arch: str = "x86_64") -> dict[str, Any]:
+    """QMP dump-guest-memory arguments of extra reference `name` for a guest of `arch`.
+
+    The filter range lies at the same offset into RAM on every machine:
+    [ram_base + FILTER_BEGIN, ... + FILTER_LENGTH), on aarch64's virt
+    [0x4009f000, 0x4408f000), inside its RAM (which starts at 0x40000000)."""
+    arguments = dict(EXTRA_REFERENCES[name])
+    if "begin" in arguments:
+        arguments["begin"] += _arch(arch).ram_base
+    return arguments
+
 
 MIB = 1 << 20
 _VM0 = "/machine/peripheral/vm0"
@@ -287,6 +377,35 @@ LAYOUT_CASES: tuple[CaseSpec, ...] = (
     CaseSpec("q72-pc-kvm", qemu="7.2", machine="pc", mem_mib=512, accel="kvm"),
 )
 
+
+def _virt(name: str, qemu: str, **kw: Any) -> CaseSpec:
+    """An aarch64 guest on QEMU's virt machine (-cpu max), 512 MiB unless told."""
+    return CaseSpec(name, qemu=qemu, machine="virt", arch="aarch64", **{"mem_mib": 512, **kw})
+
+
+#: The aarch64 guests (-machine virt -cpu max, RAM from 0x40000000), each
+#: compared with QMP's dump like the x86 ones. No "paging" reference: on
+#: arm QEMU writes no virtual addresses (see EXTRA_REFERENCES).
+AARCH64_CASES: tuple[CaseSpec, ...] = (
+    _virt("a10-virt-512", "10.0", fill_mib=32),
+    _virt("a72-virt-512", "7.2", fill_mib=32),
+    _virt("a10-virt-smp2", "10.0", smp=2, fill_mib=64),
+    # 4 GiB: RAM 0x40000000-0x140000000 crosses 4 GiB.
+    _virt("a10-virt-4g", "10.0", mem_mib=4096, fill_mib=64),
+    # The guest panics (sysrq 'c') and QEMU is stopped in panic().
+    _virt("a10-virt-panic", "10.0", smp=2, panic=True),
+    _virt("a72-virt-panic", "7.2", smp=2, panic=True),
+    # No -device vmcoreinfo: QEMU's own dump then has no VMCOREINFO note.
+    _virt("a10-virt-novmci", "10.0", smp=2, vmcoreinfo_device=False),
+    # QEMU's own kdump-zlib and begin/length dumps, to check ours against.
+    _virt("a10-virt-formats", "10.0", smp=2, fill_mib=64,
+          extra_references=("kdump-zlib", "filter")),
+    # Started with -S: the vCPUs never ran. RAM holds what -kernel put there
+    # (QEMU's boot stub, the kernel, the initrd, the DTB), the MMU is off, the
+    # vmcoreinfo device is empty and the console log is empty.
+    _virt("a10-virt-early", "10.0", smp=2, start_paused=True),
+)  # fmt: skip
+
 #: Cases only the benchmarks use: make_case.py (and so CI) makes them only
 #: when named, since they cost minutes and tens of GB of disk.
 BENCH_ONLY = frozenset({"q10-q35-16g"})
@@ -346,7 +465,14 @@ STANDARD_CASES: dict[str, CaseSpec] = {
         ),
     )
     + LAYOUT_CASES
+    + AARCH64_CASES
 }
+
+
+def case_names(arch: str = "x86_64") -> list[str]:
+    """Names of the standard cases of guest architecture `arch`, in STANDARD_CASES order."""
+    _arch(arch)
+    return [name for name, spec in STANDARD_CASES.items() if spec.arch == arch]
 
 
 # --------------------------------------------------------------------------
@@ -358,8 +484,9 @@ def rig_cache() -> Path:
     return Path(os.environ.get("QEMU_VMCORE_RIG_CACHE") or DEFAULT_CACHE)
 
 
-def guest_dir() -> Path:
-    return rig_cache() / "guest"
+def guest_dir(arch: str = "x86_64") -> Path:
+    """The cache directory guest.sh fills for a guest of `arch` (guest/ for x86_64)."""
+    return rig_cache() / _arch(arch).guest_subdir
 
 
 def cases_dir() -> Path:
@@ -374,8 +501,9 @@ def qemu_dir(version: str) -> Path:
     return rig_cache() / f"qemu-{version}"
 
 
-def qemu_binary(version: str) -> Path:
-    return qemu_dir(version) / "build" / "qemu-system-x86_64"
+def qemu_binary(version: str, arch: str = "x86_64") -> Path:
+    """QEMU `version`'s qemu-system-<arch> (build-qemu.sh builds both in one tree)."""
+    return qemu_dir(version) / "build" / f"qemu-system-{_arch(arch).name}"
 
 
 def qemu_src(version: str) -> Path:
@@ -390,12 +518,12 @@ def qemu_stamp(version: str) -> str | None:
         return None
 
 
-def wait_for_qemu_build(version: str, timeout: float) -> str:
+def wait_for_qemu_build(version: str, timeout: float, arch: str = "x86_64") -> str:
     """Wait until build-qemu.sh has finished QEMU `version`; returns the stamp."""
     deadline = time.monotonic() + timeout
     while True:
         stamp = qemu_stamp(version)
-        if stamp is not None and qemu_binary(version).is_file():
+        if stamp is not None and qemu_binary(version, arch).is_file():
             return stamp
         if time.monotonic() >= deadline:
             raise RigError(
@@ -405,9 +533,9 @@ def wait_for_qemu_build(version: str, timeout: float) -> str:
         time.sleep(10)
 
 
-def _check_qemu_build(version: str) -> str:
+def _check_qemu_build(version: str, arch: str = "x86_64") -> str:
     stamp = qemu_stamp(version)
-    binary = qemu_binary(version)
+    binary = qemu_binary(version, arch)
     if stamp is None or not binary.is_file():
         raise RigError(
             f"QEMU {version} is not built: {qemu_dir(version)}/stamp or {binary} missing; "
@@ -424,11 +552,11 @@ def _read(path: Path) -> str:
     return path.read_text().strip()
 
 
-def ensure_guest() -> dict[str, str]:
-    """Run guest.sh (idempotent) and describe the guest it left in the cache."""
+def ensure_guest(arch: str = "x86_64") -> dict[str, str]:
+    """Run guest.sh for `arch` (idempotent) and describe the guest it left in the cache."""
     env = dict(os.environ, QEMU_VMCORE_RIG_CACHE=str(rig_cache()))
     res = subprocess.run(
-        ["bash", str(RIG_DIR / "guest.sh")],
+        ["bash", str(RIG_DIR / "guest.sh"), _arch(arch).debian],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -437,17 +565,17 @@ def ensure_guest() -> dict[str, str]:
     )
     if res.returncode != 0:
         raise RigError(f"guest.sh failed ({res.returncode}):\n{res.stdout[-4000:]}")
-    return _guest_info()
+    return _guest_info(arch)
 
 
-def vmlinux() -> Path:
-    """The guest kernel's debug vmlinux (runs guest.sh first; idempotent)."""
-    ensure_guest()
-    return guest_dir() / "vmlinux"
+def vmlinux(arch: str = "x86_64") -> Path:
+    """The `arch` guest kernel's debug vmlinux (runs guest.sh first; idempotent)."""
+    ensure_guest(arch)
+    return guest_dir(arch) / "vmlinux"
 
 
-def _guest_info() -> dict[str, str]:
-    g = guest_dir()
+def _guest_info(arch: str = "x86_64") -> dict[str, str]:
+    g = guest_dir(arch)
     return {
         "kernel_version": _read(g / "kernel-version"),
         "kernel_package": _read(g / "kernel-package"),
@@ -525,15 +653,14 @@ class QMP:
 
 def qemu_argv(spec: CaseSpec, dir: Path, marker: str) -> list[str]:
     """The QEMU command line for a case (absolute paths; cwd is `dir`)."""
-    g = guest_dir()
+    arch = _arch(spec.arch)
+    g = guest_dir(spec.arch)
     argv = [
-        str(qemu_binary(spec.qemu)),
-        "-L",
-        "/usr/share/seabios",
-        "-L",
-        "/usr/share/qemu",
+        str(qemu_binary(spec.qemu, spec.arch)),
+        *arch.firmware_args,
         "-machine",
         f"{spec.machine},dump-guest-core={'on' if spec.dump_guest_core else 'off'}",
+        *arch.cpu_args,
         "-accel",
         spec.accel,
         "-m",
@@ -550,6 +677,8 @@ def qemu_argv(spec: CaseSpec, dir: Path, marker: str) -> list[str]:
         f"unix:{dir / 'qmp.sock'},server=on,wait=off",
         "-no-reboot",
     ]
+    if spec.start_paused:
+        argv.append("-S")
     if spec.vmcoreinfo_device:
         argv += ["-device", "vmcoreinfo"]
     argv += [a.replace("{dir}", str(dir)) for a in spec.extra_args]
@@ -563,9 +692,12 @@ FIRMWARE_READY = b"No bootable device"
 
 def _boot_args(spec: CaseSpec, dir: Path, marker: str, g: Path) -> list[str]:
     if spec.firmware_only:
+        if spec.arch != "x86_64":
+            raise RigError(f"{spec.name}: firmware_only is SeaBIOS's, x86_64 only")
         return ["-chardev", f"file,id=fwlog,path={dir / 'firmware.log'}",
                 "-device", "isa-debugcon,iobase=0x402,chardev=fwlog"]  # fmt: skip
-    append = f"console=ttyS0 panic=0 rig.marker={marker} rig.fill={spec.fill_mib}"
+    console = _arch(spec.arch).console
+    append = f"console={console} panic=0 rig.marker={marker} rig.fill={spec.fill_mib}"
     append += " rig.panic=1" if spec.panic else ""
     append += f" rig.waitmem={spec.wait_mem_mib}" if spec.wait_mem_mib else ""
     append += f" rig.hostile={spec.hostile_notes}" if spec.hostile_notes else ""
@@ -601,7 +733,7 @@ def _case_from_meta(spec: CaseSpec, d: Path, meta: dict) -> Case:
         dir=d,
         core=d / "core",
         reference=(d / "reference.elf") if spec.reference else None,
-        qemu_binary=qemu_binary(spec.qemu),
+        qemu_binary=qemu_binary(spec.qemu, spec.arch),
         qemu_src=qemu_src(spec.qemu),
         meta=meta,
     )
@@ -650,7 +782,7 @@ def cached_case(spec: CaseSpec) -> Case | None:
     if stamp is None:
         return None
     try:
-        guest = _guest_info()
+        guest = _guest_info(spec.arch)
     except FileNotFoundError:
         return None
     return _valid_cached(spec, guest, stamp)
@@ -658,8 +790,8 @@ def cached_case(spec: CaseSpec) -> Case | None:
 
 def ensure_case(spec: CaseSpec, force: bool = False) -> Case:
     """Return the case for `spec`, making it if missing or stale (or `force`)."""
-    guest = ensure_guest()
-    stamp = _check_qemu_build(spec.qemu)
+    guest = ensure_guest(spec.arch)
+    stamp = _check_qemu_build(spec.qemu, spec.arch)
     with _case_lock(spec.name):
         if not force:
             case = _valid_cached(spec, guest, stamp)
@@ -783,11 +915,37 @@ def _wait_for_panic(serial: Path, proc: subprocess.Popen, timeout: float) -> dic
     }
 
 
+def _elf_references(spec: CaseSpec, d: Path) -> list[Path]:
+    """The case's ELF references (QMP's dumps in format elf)."""
+    paths = [d / "reference.elf"] if spec.reference else []
+    for name in spec.extra_references:
+        if extra_reference_arguments(name, spec.arch)["format"] == "elf":
+            paths.append(d / f"reference-{name}")
+    return paths
+
+
+def _dig_holes(paths: list[Path]) -> None:
+    """Turn the zero blocks of each file into holes (fallocate --dig-holes).
+
+    QEMU writes every byte of guest RAM into an ELF dump, never-touched RAM
+    too; the bytes read back are the same, and a mostly empty guest (the
+    4 GiB ones) then takes little disk. Where the file system cannot punch
+    holes the file simply stays as it is."""
+    for path in paths:
+        subprocess.run(
+            ["fallocate", "--dig-holes", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+
+
 def _extra_references(qmp: QMP, spec: CaseSpec, d: Path, timeout: float) -> dict[str, Any]:
     """Write each of the spec's extra references with QMP; what meta.json records."""
     out: dict[str, Any] = {}
     for name in spec.extra_references:
-        arguments = dict(EXTRA_REFERENCES[name])
+        arguments = extra_reference_arguments(name, spec.arch)
         path = d / f"reference-{name}"
         t = time.monotonic()
         qmp.execute("dump-guest-memory", {**arguments, "protocol": f"file:{path}"}, timeout=timeout)
@@ -803,7 +961,8 @@ def _extra_references(qmp: QMP, spec: CaseSpec, d: Path, timeout: float) -> dict
 
 def _wait_ready(spec: CaseSpec, d: Path, proc: subprocess.Popen, t0: float, timeout: float) -> None:
     """Wait for the guest's readiness line: RIG-READY on its console, or, with
-    no kernel, SeaBIOS giving up on its debug port.
+    no kernel, SeaBIOS giving up on its debug port; a guest started paused
+    (-S) is ready once QEMU listens on its QMP socket.
 
     :raises RigError: QEMU exited, failed (KVM), or the guest was not ready in time.
     """
@@ -812,7 +971,9 @@ def _wait_ready(spec: CaseSpec, d: Path, proc: subprocess.Popen, t0: float, time
     if spec.accel != "tcg":
         timeout = min(timeout, KVM_READY_TIMEOUT)
     while True:
-        if watch.exists() and line in watch.read_bytes():
+        if spec.start_paused and (d / "qmp.sock").exists():
+            return
+        if not spec.start_paused and watch.exists() and line in watch.read_bytes():
             return
         log = (d / "qemu.log").read_bytes()
         failed = next((x for x in KVM_FAILURE_LINES if x in log), None)
@@ -964,6 +1125,9 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
                 raise RigError(f"{core} is not an ELF file")
         for name in spec.delete_after_core:  # e.g. a backing file that is "gone"
             (d / name).unlink()
+        t = time.monotonic()
+        _dig_holes(_elf_references(spec, d))
+        sparsify_seconds = time.monotonic() - t
     except BaseException:
         if qmp is not None:
             qmp.close()
@@ -981,10 +1145,11 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
         "case_format": CASE_FORMAT,
         "spec": spec.as_dict(),
         "name": spec.name,
+        "arch": spec.arch,
         "marker": marker,
         "qemu_version": spec.qemu,
         "qemu_version_stamp": stamp,
-        "qemu_binary": str(qemu_binary(spec.qemu)),
+        "qemu_binary": str(qemu_binary(spec.qemu, spec.arch)),
         "qemu_src": str(qemu_src(spec.qemu)),
         "qemu_argv": argv,
         "pid": proc.pid,
@@ -998,6 +1163,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
             "boot_seconds": round(t_ready - t0, 3),
             "qmp_dump_seconds": None if dump_seconds is None else round(dump_seconds, 3),
             "abort_seconds": round(abort_seconds, 3),
+            "sparsify_seconds": round(sparsify_seconds, 3),
             "total_seconds": round(time.monotonic() - t0, 3),
         },
         "core": {"path": "core", **_file_sizes(d / "core")},
