@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the rig and the tests need, and the deb-src
-# entries for the QEMU source packages. Idempotent; re-runs are quick.
+# entries for the QEMU and crash source packages. Idempotent; re-runs are quick.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -22,17 +22,17 @@ want_pkgs=(
   # a journal with coredump entries for the coredumpctl test (the daemon is
   # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)
   systemd-journal-remote
+  # crash for arm64 guests (tests/rig/build-crash.sh; the gdb it embeds needs
+  # GMP, MPFR and a termcap library; lzo, snappy and zstd read kdump pages)
+  libncurses-dev libgmp-dev libmpfr-dev libsnappy-dev
 )
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] && [ -f "$src" ]; then
-  log "apt packages already installed"
-  exit 0
-fi
-if [ ! -f "$src" ]; then
-  log "adding deb-src entries ($src)"
-  cat >"$src" <<'SRC'
+# sid only for crash: the archive answers 404 for bookworm's crash 8.0.2 source
+# and trixie's 8.0.6 is incomplete; build-crash.sh takes sid's, which carries
+# its gdb as a second tarball. deb-src only, so no binary comes from sid.
+want_src=$(cat <<'SRC'
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates trixie
+Suites: bookworm bookworm-updates trixie sid
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
@@ -42,6 +42,15 @@ Suites: bookworm-security trixie-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
+)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] &&
+   [ -f "$src" ] && [ "$(cat "$src")" = "$want_src" ]; then
+  log "apt packages already installed"
+  exit 0
+fi
+if [ ! -f "$src" ] || [ "$(cat "$src")" != "$want_src" ]; then
+  log "writing deb-src entries ($src)"
+  printf '%s\n' "$want_src" >"$src"
 fi
 log "apt-get update"
 apt-get update -qq
