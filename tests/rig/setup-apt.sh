@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the rig and the tests need, and the deb-src
-# entries for the QEMU source packages, and adds the foreign architectures
-# whose guest kernels and busybox guest.sh downloads (never installs) to dpkg.
-# Idempotent; re-runs are quick.
+# entries for the QEMU and crash source packages, and adds the foreign
+# architectures whose guest kernels and busybox guest.sh downloads (never
+# installs) to dpkg. Idempotent; re-runs are quick.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -24,6 +24,9 @@ want_pkgs=(
   # a journal with coredump entries for the coredumpctl test (the daemon is
   # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)
   systemd-journal-remote
+  # crash for arm64 guests (tests/rig/build-crash.sh; the gdb it embeds needs
+  # GMP, MPFR and a termcap library; lzo, snappy and zstd read kdump pages)
+  libncurses-dev libgmp-dev libmpfr-dev libsnappy-dev
 )
 # Guest architectures besides the host's (guest.sh ARCH).
 foreign_archs=(arm64)
@@ -31,17 +34,13 @@ missing_archs=()
 for a in "${foreign_archs[@]}"; do
   dpkg --print-foreign-architectures | grep -qx "$a" || missing_archs+=("$a")
 done
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] && [ -f "$src" ] &&
-   [ ${#missing_archs[@]} -eq 0 ]; then
-  log "apt packages already installed"
-  exit 0
-fi
-if [ ! -f "$src" ]; then
-  log "adding deb-src entries ($src)"
-  cat >"$src" <<'SRC'
+# sid only for crash: the archive answers 404 for bookworm's crash 8.0.2 source
+# and trixie's 8.0.6 is incomplete; build-crash.sh takes sid's, which carries
+# its gdb as a second tarball. deb-src only, so no binary comes from sid.
+want_src=$(cat <<'SRC'
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates trixie
+Suites: bookworm bookworm-updates trixie sid
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
@@ -51,6 +50,15 @@ Suites: bookworm-security trixie-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
+)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${want_pkgs[*]}" ] &&
+   [ -f "$src" ] && [ "$(cat "$src")" = "$want_src" ] && [ ${#missing_archs[@]} -eq 0 ]; then
+  log "apt packages already installed"
+  exit 0
+fi
+if [ ! -f "$src" ] || [ "$(cat "$src")" != "$want_src" ]; then
+  log "writing deb-src entries ($src)"
+  printf '%s\n' "$want_src" >"$src"
 fi
 for a in "${missing_archs[@]}"; do
   log "adding architecture $a to dpkg (for guest.sh $a)"

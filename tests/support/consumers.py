@@ -14,6 +14,10 @@ makedumpfile and drgn need a VMCOREINFO note; vmcore-dmesg and makedumpfile
 also need a PT_LOAD with the kernel text's virtual addresses, and
 makedumpfile 1.7.2 reads the program headers at offset 64 whatever e_phoff
 says. crash copes without all of that, through QEMU's notes.
+
+Debian's crash reads only x86_64 kernels; for an aarch64 guest
+``crash_binary("aarch64")`` is the rig's build of crash for ARM64
+(tests/rig/build-crash.sh).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "tool_path",
     "available",
+    "crash_binary",
     "crash",
     "crash_each",
     "drgn",
@@ -45,6 +50,11 @@ DEFAULT_TIMEOUT = 120.0  # seconds, per tool run
 # Where the tools live when they are not on PATH (sbin is often missing from
 # a non-root PATH).
 _FALLBACK_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+# The rig's crash for arm64 guests: tests/rig/build-crash.sh puts it here.
+_RIG_CACHE_ENV = "QEMU_VMCORE_RIG_CACHE"
+_RIG_CACHE_DEFAULT = "/var/cache/qemu-vmcore-rig"
+_RIG_CRASH_ARM64 = Path("crash-arm64") / "crash"
 
 # crash runs `!echo` between commands so crash_each can split its output.
 _CRASH_SEPARATOR = "@@@qemu-vmcore-consumers {}@@@"
@@ -102,6 +112,30 @@ def available(name: str) -> bool:
     except ConsumerError:
         return False
     return True
+
+
+def crash_binary(arch: str) -> Path:
+    """The crash that reads kernels of guest `arch` ("x86_64" or "aarch64").
+
+    x86_64: Debian's crash, found like tool_path("crash") (/usr/bin/crash).
+    aarch64: the rig's crash built with ``make target=ARM64``,
+    ``$QEMU_VMCORE_RIG_CACHE/crash-arm64/crash`` (default cache
+    /var/cache/qemu-vmcore-rig), made by tests/rig/build-crash.sh. Raises
+    ConsumerError when that binary is missing and ValueError for another
+    arch."""
+    if arch == "x86_64":
+        return Path(tool_path("crash"))
+    if arch == "aarch64":
+        cache = os.environ.get(_RIG_CACHE_ENV) or _RIG_CACHE_DEFAULT
+        p = Path(cache) / _RIG_CRASH_ARM64
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise ConsumerError(
+                f"crash for ARM64 not found at {p} (run tests/rig/build-crash.sh)",
+                cmd=[str(p)],
+                returncode=None,
+            )
+        return p
+    raise ValueError(f"no crash for guest arch {arch!r} (x86_64 or aarch64)")
 
 
 def _run(
