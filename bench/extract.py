@@ -87,14 +87,19 @@ def ours(case: rig.Case):
     ]
 
 
+#: ARCH as QEMU's gdb script names the guest of each rig arch.
+QEMU_SCRIPT_ARCH = {"x86_64": "X86_64", "aarch64": "aarch64-le"}
+
+
 def gdb_script(case: rig.Case):
     script = case.qemu_src / "scripts" / "dump-guest-memory.py"
+    arch = QEMU_SCRIPT_ARCH[case.spec.arch]
     return lambda out: [
         *gdb_startup(case)(out),
         "-ex",
         f"source {script}",
         "-ex",
-        f"dump-guest-memory {out} X86_64",
+        f"dump-guest-memory {out} {arch}",
     ]
 
 
@@ -240,6 +245,60 @@ def bench_speed(case: rig.Case, runs: int, gdb_runs: int) -> list[dict]:
     return rows
 
 
+def first_page(case: rig.Case):
+    """Our extract of one guest page: start-up and analysis, next to no copy."""
+    with open(case.reference, "rb") as f:
+        from elftools.elf.elffile import ELFFile
+
+        gpa = min(s["p_paddr"] for s in ELFFile(f).iter_segments(type="PT_LOAD"))
+    return lambda out: [*ours(case)(out), "--begin", hex(gpa), "--length", "4096"]
+
+
+def bench_arches(names: list[str], runs: int, gdb_runs: int) -> list[dict]:
+    """Per guest arch: our extract, its fixed cost (one page), cp and QEMU's
+    gdb script on that arch's case; ours and cp timed in interleaved pairs."""
+    out_rows = []
+    for name in names:
+        case = rig.ensure_case(rig.STANDARD_CASES[name])
+        scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=case.dir))
+        try:
+            out = scratch / "out"
+            pairs = {"ours": [], "cp": [], "fixed": []}
+            for i in range(runs + 1):  # run 0 warms the page cache
+                for key, argv in (("ours", ours(case)), ("cp", cp_sparse(case)),
+                                  ("fixed", first_page(case))):  # fmt: skip
+                    wall, _ = run_timed(argv(out))
+                    out.unlink(missing_ok=True)
+                    if i:
+                        pairs[key].append(wall)
+            script = measure("QEMU gdb script", gdb_script(case), out, gdb_runs)
+        finally:
+            shutil.rmtree(scratch)
+        med = {k: statistics.median(v) for k, v in pairs.items()}
+        out_rows.append({
+            "case": name, "arch": case.spec.arch, "guest_mib": case.spec.mem_mib,
+            "ours_s": med["ours"], "cp_s": med["cp"], "fixed_s": med["fixed"],
+            "gdb_script_s": script["median_s"], "runs": runs,
+        })  # fmt: skip
+    return out_rows
+
+
+def print_arch_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="by guest arch (ours and cp in interleaved pairs, medians)")
+    cols = ("case", "arch", "guest MiB", "ours s", "fixed s", "cp s", "ours / cp",
+            "gdb script / ours")  # fmt: skip
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("case", "arch") else "right")
+    for r in rows:
+        t.add_row(r["case"], r["arch"], str(r["guest_mib"]), f"{r['ours_s']:.3f}",
+                  f"{r['fixed_s']:.3f}", f"{r['cp_s']:.3f}", f"{r['ours_s'] / r['cp_s']:.2f}x",
+                  f"{r['gdb_script_s'] / r['ours_s']:.1f}x")  # fmt: skip
+    Console(width=120).print(t)
+
+
 def bench_rss(case: rig.Case) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="bench-", dir=case.dir))
     try:
@@ -328,6 +387,11 @@ def main() -> int:
     ap.add_argument("--gdb-runs", type=int, default=3)
     ap.add_argument("--formats-case", default="q10-q35-formats", help="case for the kdump table")
     ap.add_argument("--kdump-runs", type=int, default=3)
+    ap.add_argument(
+        "--arch-cases",
+        default="q10-q35-512,a10-virt-smp2",
+        help="one case per guest arch for the by-arch table ('' to skip)",
+    )
     ap.add_argument("--no-kdump", action="store_true", help="skip the kdump table")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -343,14 +407,16 @@ def main() -> int:
             args.kdump_runs,
             [rig.ensure_case(rig.STANDARD_CASES[n]) for n in args.rss_cases.split(",")],
         )
+    arches = bench_arches([n for n in args.arch_cases.split(",") if n], args.runs, args.gdb_runs)
     if args.json:
-        print(
-            json.dumps({"case": args.case, "speed": rows, "rss": rss_rows, "kdump": kd}, indent=2)
-        )
+        data = {"case": args.case, "speed": rows, "rss": rss_rows, "kdump": kd, "arches": arches}
+        print(json.dumps(data, indent=2))
     else:
         print_tables(case, rows, rss_rows)
         if kd is not None:
             print_kdump_tables(kd)
+        if arches:
+            print_arch_table(arches)
     return 0
 
 

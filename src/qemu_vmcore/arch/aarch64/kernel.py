@@ -95,10 +95,37 @@ class AArch64KernelLayout:
         if self.tables is None:
             return None
         end = None
+        cached = _TablePages(mem)  # the walks share their tables: read each once
         for vaddr in range(self.stext, self.image[1], SEGMENT_ALIGN):
-            if self.tables.translate(mem, vaddr) == self.image_pa(vaddr):
+            if self.tables.translate(cached, vaddr) == self.image_pa(vaddr):
                 end = vaddr + SEGMENT_ALIGN
         return end
+
+
+class _TablePages:
+    """A :class:`PhysicalReader` that reads small reads' whole 4 KiB page once.
+
+    The image-end search translates thousands of neighbouring addresses,
+    whose walks read the same few tables entry by entry; this turns those
+    reads into one read per table page. Bounded: at most MAX_PAGES kept.
+    """
+
+    MAX_PAGES = 1024
+
+    def __init__(self, mem: PhysicalReader) -> None:
+        self.mem = mem
+        self.pages: dict[int, bytes] = {}
+
+    def read(self, gpa: int, size: int) -> bytes:
+        page, off = gpa & ~0xFFF, gpa & 0xFFF
+        if off + size > 0x1000:
+            return self.mem.read(gpa, size)
+        data = self.pages.get(page)
+        if data is None:
+            if len(self.pages) >= self.MAX_PAGES:
+                self.pages.clear()
+            data = self.pages[page] = self.mem.read(page, 0x1000)
+        return data[off : off + size]
 
 
 def _page_size(info: VmcoreInfo) -> int:
