@@ -634,7 +634,7 @@ def test_kernel_tables_and_refusals():
     refused = [
         ((0x4100_0000, 48, 8192), "aarch64 page size 8192 is not supported"),
         ((0x4100_0000, 53, 4096), "aarch64 4K granule: 53-bit VA is not supported"),
-        ((0x4100_0000, 52, 4096, 48), "aarch64 4K granule: 52-bit VA is not supported"),
+        ((0x4100_0000, 52, 4096, 48), "4K granule: 52-bit VA is not supported without TCR_EL1.DS"),
         ((0x4100_0000, 15, 16384), "aarch64 16K granule: 15-bit VA is not supported"),
         ((0x4100_0000, 16, 65536), "aarch64 64K granule: 16-bit VA is not supported"),
         ((0x4100_0000, 48, 4096, 50), "aarch64 4K granule: 50-bit PA is not supported"),
@@ -653,6 +653,10 @@ def test_kernel_tables_and_refusals():
         VaRange(True, 0, 12, 48, 52, lpa=True)
     with pytest.raises(TranslationConfigError, match="granule of 2\\*\\*13"):
         VaRange(True, 0, 13, 48)
+    # A 16 KiB 48-bit root is 16 bytes, aligned to 16; in the 52-bit forms to 64.
+    assert VaRange(True, 0x4800_0010, 14, 48).root_table_bytes == 16
+    with pytest.raises(TranslationConfigError, match="root table 0x48000010 is not an aligned"):
+        VaRange(True, 0x4800_0010, 14, 48, 52, ds=True)
 
 
 def test_from_registers_never_raises_on_any_values():
@@ -803,6 +807,30 @@ def test_mappings_of_both_ranges_every_vcpu_once():
     mem.reads = 0
     guest_mappings(mem, [a, b], mem.guest_ranges())
     assert mem.reads == once  # a vCPU sharing every table costs no read
+
+
+def test_the_same_tables_read_another_way_are_walked_again():
+    # Two vCPUs on one root: 4 KiB with 40 and 42 bits of VA (a level 0 of 2 and
+    # of 8 entries), and 42 bits with a 40-bit IPS, which faults the page past it.
+    mem, t = ram_and_tables(12, 42)
+    t.map(0x1000, 0x5000_0000)
+    t.map(5 << 39, 0x5000_1000)  # level-0 index 5: only a 42-bit range has it
+    t.map(0x2000, 0x1_0000_0000 << 8)  # PA bit 40
+    ranges = [*mem.guest_ranges(), GuestRange(1 << 40, (1 << 40) + G, 0, "hi", "hi", 2)]
+    small = Vcpu(t.root, 0, tcr(12, 40, flags=EPD1))
+    narrow = Vcpu(t.root, 0, tcr(12, 42, pa_bits=40, flags=EPD1), index=1)
+    wide = Vcpu(t.root, 0, tcr(12, 42, flags=EPD1), index=2)
+    one = Mapping(0x5000_0000, 0x1000, 4096)
+    assert guest_mappings(mem, [small], ranges) == [one, Mapping(1 << 40, 0x2000, 4096)]
+    assert guest_mappings(mem, [narrow], ranges) == [one, Mapping(0x5000_1000, 5 << 39, 4096)]
+    assert guest_mappings(mem, [small, narrow], ranges) == [
+        one,
+        Mapping(0x5000_1000, 5 << 39, 4096),
+        Mapping(1 << 40, 0x2000, 4096),
+    ]
+    assert guest_mappings(mem, [narrow, wide], ranges) == guest_mappings(mem, [wide], ranges)
+    assert guest_mappings(mem, [small, wide], ranges) == guest_mappings(mem, [wide], ranges)
+    assert len(guest_mappings(mem, [wide], ranges)) == 3
 
 
 def test_the_64k_table_budget_counts_in_4k():
@@ -969,32 +997,54 @@ def hyp_desc(g: int):
     )
 
 
+def hyp_chain(g: int):
+    """One entry per level along one address: ``(index, target, kind, attrs)``,
+    the target a table (or page) of the tables, or past them."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 2, 3, 511, 2047, 8191]),
+            st.integers(0, HYP_TABLES + 2),
+            st.sampled_from([3, 3, 3, 1, 1, 2, 0]),  # table/page, block, reserved, invalid
+            st.sampled_from([0, ATTRS, AF | NG, 1 << 40, 0x7 << (g - 3)]),
+        ),
+        min_size=4,
+        max_size=4,
+    )
+
+
 hyp_case = st.sampled_from([(12, 48), (12, 39), (14, 47), (14, 48), (16, 42), (16, 48)]).flatmap(
     lambda gv: st.tuples(
         st.just(gv),
         st.lists(
             st.tuples(st.integers(0, HYP_TABLES - 1), st.integers(0, 40), hyp_desc(gv[0])),
-            max_size=16,
+            max_size=12,
         ),
-        st.lists(
-            st.tuples(st.sampled_from([0, 1, 2, 3, 511, 2047, 8191]), st.booleans()),
-            min_size=4,
-            max_size=4,
-        ),  # fmt: skip
+        hyp_chain(gv[0]),
         st.integers(0, (1 << 16) - 1),
         st.booleans(),
     )
 )
 
 
-def hyp_memory(g: int, writes) -> tuple[SparseMemory, list[tuple[int, int]]]:
+def hyp_memory(g: int, writes, chain, va_bits: int, upper: bool):
+    """The tables (root at 0) with ``chain`` written along one address, then
+    ``writes`` anywhere; returns ``(mem, ram, that address)``."""
     ram = [(0, (HYP_TABLES + 1) << g)]
     mem = SparseMemory(*ram)
+    shifts = [sh for _, sh in sorted(LEVEL_SHIFT[g].items()) if sh < va_bits]
+    vaddr, table = top(va_bits) if upper else 0, 0
+    for (index, target, kind, attrs), shift in zip(chain, shifts, strict=False):
+        index &= (1 << min(g - 3, va_bits - shift)) - 1
+        vaddr |= index << shift
+        if table > HYP_TABLES:
+            break
+        mem.put64((table << g) + 8 * index, target << g | kind | attrs)
+        table = target
     for table, index, value in writes:
         # Low indices, and the last ones, of each table (entries a 64 KiB table has).
         index = index if index < 20 else (1 << (g - 3)) - (index - 19)
         mem.put64((table << g) + 8 * index, value)
-    return mem, ram
+    return mem, ram, vaddr
 
 
 def reader(mem: SparseMemory):
@@ -1020,12 +1070,8 @@ def table_reader(mem: SparseMemory):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hyp_case)
 def test_translate_matches_an_independent_reading(case):
-    (g, va_bits), writes, indices, offset, upper = case
-    mem, _ = hyp_memory(g, writes)
-    shifts = sorted(s for s in LEVEL_SHIFT[g].values() if s < va_bits)
-    vaddr = top(va_bits) if upper else 0
-    for (index, _), shift in zip(indices, reversed(shifts), strict=False):
-        vaddr |= (index << shift) & ((1 << va_bits) - 1)
+    (g, va_bits), writes, chain, offset, upper = case
+    mem, _, vaddr = hyp_memory(g, writes, chain, va_bits, upper)
     vaddr |= offset & ((1 << g) - 1)
     flags = EPD0 if upper else EPD1
     t = AArch64PageTables.from_registers(0, 0, tcr(g, va_bits, flags=flags), 1)
@@ -1038,8 +1084,8 @@ def test_translate_matches_an_independent_reading(case):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hyp_case)
 def test_mappings_match_an_independent_reading_and_translate(case):
-    (g, va_bits), writes, indices, _, upper = case
-    mem, ram = hyp_memory(g, writes)
+    (g, va_bits), writes, chain, _, upper = case
+    mem, ram, _ = hyp_memory(g, writes, chain, va_bits, upper)
     ranges = [GuestRange(s, e, 0, "r", "r", 1) for s, e in ram]
     flags = EPD0 if upper else EPD1
     vcpu = Vcpu(0, 0, tcr(g, va_bits, flags=flags))
