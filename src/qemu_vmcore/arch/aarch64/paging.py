@@ -56,15 +56,16 @@ data), refuses sizes no VMSAv8-64 configuration has with
 :class:`TranslationConfigError` when it is built, not in a walk.
 
 The guest's virtual memory map (``--paging``): QEMU's own dump cannot page
-an arm guest (``dump-guest-memory`` refuses ``paging`` there), so this is
-ours, shaped as the x86 one (:mod:`qemu_vmcore.arch.x86.paging`): every
-vCPU with the MMU on has both ranges walked (TTBR0 unless EPD0, TTBR1
-unless EPD1); every leaf's part that is guest RAM becomes a mapping --
-clipped to RAM, since no QEMU behaviour asks for keeping a block that only
-starts in RAM; virtual addresses are canonical (the upper range's have all
-the bits above the range set, whatever TBI1); mappings are merged
-canonically (:func:`~qemu_vmcore.guest.paging.merge`). If no vCPU has the
-MMU on, guest RAM is mapped at virtual = physical.
+an arm guest (with ``paging``, ``dump-guest-memory`` fails: "Obtaining
+memory mappings is unsupported on this CPU."), so this is ours, shaped as
+the x86 one (:mod:`qemu_vmcore.arch.x86.paging`): every vCPU with the MMU
+on has both ranges walked (TTBR0 unless EPD0, TTBR1 unless EPD1); every
+leaf's part that is guest RAM becomes a mapping -- clipped to RAM, since
+no QEMU behaviour asks for keeping a block that only starts in RAM;
+virtual addresses are canonical (the upper range's have all the bits
+above the range set, whatever TBI1); mappings are merged canonically
+(:func:`~qemu_vmcore.guest.paging.merge`). If no vCPU has the MMU on,
+guest RAM is mapped at virtual = physical.
 
 The tables are guest data, so the walk is bounded as x86's is: each
 (table, level, virtual base, layout) is walked at most once, roots
@@ -108,6 +109,7 @@ __all__ = [
     "VcpuRegisters",
     "guest_mappings",
     "kernel_page_tables",
+    "vcpu_page_tables",
 ]
 
 MASK64 = (1 << 64) - 1
@@ -147,8 +149,9 @@ TTBR_BADDR_47_6 = ((1 << 48) - 1) & ~0x3F  # the 52-bit forms: 51:48 are bits 5:
 #: Linux's KPTI (arch/arm64/kernel/entry.S): a vCPU at EL0 runs with
 #: TTBR1 = tramp_pg_dir, below swapper_pg_dir, and this ASID bit set.
 USER_ASID_FLAG = 1 << 48
-#: swapper_pg_dir - tramp_pg_dir, in pages: 2 since Linux 5.13
-#: (TRAMP_SWAPPER_OFFSET), 1 or 2 before (PAGE_SIZE + RESERVED_TTBR0_SIZE).
+#: swapper_pg_dir - tramp_pg_dir, in pages: 2 in today's kernels
+#: (TRAMP_SWAPPER_OFFSET), 1 or 2 in older ones (PAGE_SIZE +
+#: RESERVED_TTBR0_SIZE, the latter a page with CONFIG_ARM64_SW_TTBR0_PAN).
 TRAMP_SWAPPER_PAGES = (2, 1)
 
 
@@ -200,7 +203,7 @@ class VaRange:
     lpa: bool = False
 
     def __post_init__(self) -> None:
-        g, what = self.granule_bits, f"aarch64 {self.page_size_name} granule"
+        g, what = self.granule_bits, f"aarch64 {self.granule_name} granule"
         if g not in (12, 14, 16):
             raise TranslationConfigError(f"aarch64 granule of 2**{g} bytes does not exist")
         if self.ds and g == 16:
@@ -210,8 +213,9 @@ class VaRange:
         wide = self.ds or g == 16
         low, high = (17 if g == 16 else 16), (52 if wide else 48)
         if not low <= self.va_bits <= high:
+            why = " without TCR_EL1.DS (LPA2)" if 48 < self.va_bits <= 52 else ""
             raise TranslationConfigError(
-                f"{what}: {self.va_bits}-bit VA is not supported (from {low} to {high} bits)"
+                f"{what}: {self.va_bits}-bit VA is not supported{why} (from {low} to {high} bits)"
             )
         wide_pa = self.ds or self.lpa
         if (
@@ -229,7 +233,8 @@ class VaRange:
     # -- the layout --------------------------------------------------------------
 
     @property
-    def page_size_name(self) -> str:
+    def granule_name(self) -> str:
+        """``4K``, ``16K`` or ``64K``, for messages."""
         return {12: "4K", 14: "16K", 16: "64K"}.get(self.granule_bits, "?")
 
     @property
