@@ -876,7 +876,8 @@ def _preexec() -> None:
 
 
 # What the guest's console shows once it panicked: panic()'s first line, and
-# the last one it prints before it spins (panic=0: no reboot).
+# the last one it prints before it spins (panic=0: no reboot). The arm64
+# kernel prints the same two lines (sysrq 'c' calls panic() on both).
 PANIC_LINES = ("Kernel panic - not syncing", "sysrq triggered crash")
 PANIC_END_LINE = "---[ end Kernel panic"
 
