@@ -9,12 +9,22 @@ the same as for ``extract``, so the served file is extract's file.
 from __future__ import annotations
 
 from qemu_vmcore.extract import Prepared
-from qemu_vmcore.plan import OptionError
+from qemu_vmcore.plan import DumpOptions, OptionError
 from qemu_vmcore.writers.copy import Progress
 from qemu_vmcore.writers.view import ElfView, VmcoreView, scan_kdump
 
 #: The name of the one file a mount holds.
 FILE_NAME = "vmcore"
+
+
+def check_options(options: DumpOptions) -> None:
+    """:raises OptionError: what cannot be served: the flattened kdump format,
+    a stream rather than a file to seek in."""
+    if options.flattened:
+        raise OptionError(
+            "--flattened is a stream for pipes, not a file to seek in; mount serves the "
+            f"raw {options.format} file (drop --flattened, or use extract)"
+        )
 
 
 def open_view(prepared: Prepared, progress: Progress = lambda n: None) -> VmcoreView:
@@ -26,12 +36,8 @@ def open_view(prepared: Prepared, progress: Progress = lambda n: None) -> Vmcore
 
     :raises OptionError: the flattened kdump format, a stream rather than a file.
     """
+    check_options(prepared.options)
     if prepared.kdump is not None:
-        if prepared.options.flattened:
-            raise OptionError(
-                "--flattened is a stream for pipes, not a file to seek in; mount serves the "
-                f"raw {prepared.options.format} file (drop --flattened, or use extract)"
-            )
         layout, method = prepared.kdump
         return scan_kdump(layout, prepared.memory, method,
                           threads=prepared.options.thread_count(), progress=progress)  # fmt: skip
