@@ -19,7 +19,7 @@ import bisect
 import enum
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
@@ -313,6 +313,35 @@ class GuestPhysicalMemory:
                 )
             out[lo - gpa : hi - gpa] = data
         return bytes(out)
+
+    def readers(self) -> Iterator[tuple[int, int, Callable[[int, int], bytes]]]:
+        """``(gpa, size, read)`` for each piece whose bytes are known, in gpa
+        order: ``read(offset, count)`` gives ``count`` bytes at ``gpa + offset``
+        (zeros for untouched RAM). Pieces the core lacks have none. What a
+        debugger's memory segments are made of (qemu_vmcore/program.py).
+        """
+        for p in self._by_gpa[1]:
+            fd = self._source_fd(p)
+            if fd is not None:
+                yield p.gpa, p.size, self._file_reader(p, fd)
+            elif p.kind is PieceKind.UNTOUCHED:
+                yield p.gpa, p.size, lambda offset, count: bytes(count)
+
+    def _file_reader(self, p: Piece, fd: int) -> Callable[[int, int], bytes]:
+        base, pread = p.file_offset, os.pread
+
+        def read(offset: int, count: int) -> bytes:
+            data = pread(fd, count, base + offset)
+            if len(data) != count:
+                where = "the core" if fd == self._host.fd else p.path
+                raise MissingMemoryError(
+                    f"{where} ended early at offset {base + offset + len(data):#x}, reading "
+                    f"guest-physical {p.gpa + offset:#x}; was it truncated?",
+                    gpa=p.gpa + offset,
+                )
+            return data
+
+        return read
 
     def next_data(self, gpa: int, end: int) -> tuple[int, int] | None:
         """The first run ``[start, stop)`` of data at or after ``gpa`` and before
