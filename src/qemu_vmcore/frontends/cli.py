@@ -328,10 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("-e", dest="exec", metavar="CODE", help="run CODE instead of the shell")
     dg.add_argument(
         "args",
-        nargs=argparse.REMAINDER,
+        nargs="*",
         metavar="SCRIPT [ARG ...]",
-        help="a drgn script to run instead of the shell, and its arguments",
+        help="a drgn script to run instead of the shell, and its arguments (everything "
+        "after SCRIPT, or after --, is the script's)",
     )
+    parser._drgn = dg  # type: ignore[attr-defined]  # see _split_script
 
     sub.add_parser(
         "gdb-script",
@@ -348,9 +350,56 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv, stdout_closed=stdout_closed)
 
 
+def _split_script(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """``drgn``'s own arguments, and ``SCRIPT [ARG ...]`` (from its second
+    positional on, or after ``--``), which are the script's, options or not.
+
+    argparse cannot say this itself: a REMAINDER after the CORE positional
+    would take ``-s VMLINUX`` too.
+    """
+    if "drgn" not in argv or argv.index("drgn") != next(
+        (i for i, a in enumerate(argv) if not a.startswith("-")), -1
+    ):
+        return argv, []
+    sub = parser._drgn  # type: ignore[attr-defined]
+    takes = {o: a.nargs for a in sub._actions for o in a.option_strings}
+    at = argv.index("drgn") + 1
+    positionals, core_given = 0, True
+    i = at
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[:i], argv[i + 1 :]
+        if a.startswith("-") and a != "-":
+            name = a.split("=", 1)[0]
+            nargs = takes.get(name, 0)
+            if name == "--coredump":
+                core_given = False
+            if "=" not in a and nargs is None:  # one value
+                i += 1
+            elif (
+                "=" not in a
+                and nargs == "?"
+                and i + 1 < len(argv)
+                and not argv[i + 1].startswith("-")
+            ):
+                i += 1
+            i += 1
+            continue
+        positionals += 1
+        if positionals > (1 if core_given else 0):
+            return argv[:i], argv[i:]
+        i += 1
+    return argv, []
+
+
 def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        own, script = _split_script(parser, list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(own)
+        if script:
+            args.args = script
     except OSError as e:  # writing --help or --version (stderr's failures are ignored)
         return _stdout_failed(e)
     except SystemExit as e:
@@ -711,10 +760,6 @@ def _cmd_drgn(args: argparse.Namespace) -> int:
 
     if args.no_vmcoreinfo:
         raise VmcoreError("drgn needs the guest's VMCOREINFO; drop --no-vmcoreinfo")
-    if args.coredump is not None and args.core is not None:
-        args.args, args.core = [os.fspath(args.core), *args.args], None  # it was the script
-    if args.exec is not None and args.args:
-        raise VmcoreError("give -e CODE or a SCRIPT, not both")
     with _open(args) as qc:
         prepared = program.prepare_guest(qc)
         data = report.prepared_dict(prepared)
@@ -763,8 +808,15 @@ def _run_drgn(prog, args: argparse.Namespace, banner: str) -> int:
         return 1
     except _Terminated:
         raise
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as e:
+        tb = e.__traceback__
+        # The user's frames only, as Python shows a script's: not ours or runpy's.
+        while tb is not None and (
+            tb.tb_frame.f_code.co_filename == __file__
+            or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")
+        ):
+            tb = tb.tb_next
+        traceback.print_exception(type(e), e, tb)
         return 1
     finally:
         _flush_results_quietly()
