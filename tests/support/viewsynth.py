@@ -97,7 +97,7 @@ def main(directory: str, fmt: str) -> None:
     core = write_core(d / "core")
     qc = open_fake(core, RANGES, info=vmcoreinfo())
     options = DumpOptions(format=fmt)
-    write(prepare(qc, d / "extracted", options=options))
+    write(prepare(qc, d / "extracted", force=True, options=options))
     view = open_view(prepare(qc, None, options=options))
     mount.check_fuse()
     mount.serve(view, d / "mnt", source=core, warn=lambda line: print(line, file=sys.stderr))

@@ -91,7 +91,7 @@ def test_the_mounted_file_is_extracts_and_sparse(served, tmp_path, fmt):
         with pytest.raises(OSError):
             open(m.file, "r+b")
         assert m.end("fusermount") == 0
-    assert not os.path.ismount(tmp_path / "mnt")
+    assert not mounts.is_mounted(tmp_path / "mnt")
     assert "not mounted" not in m.stderr()  # the watchdog's words stay off the terminal
 
 
@@ -101,17 +101,19 @@ def test_each_way_to_end_it_exits_0_and_unmounts(served, tmp_path, how):
     with served() as m:
         m.file.read_bytes()
         assert m.end(how) == 0, m.stderr()
-        assert not os.path.ismount(m.mountpoint)
+        assert not mounts.is_mounted(m.mountpoint)
         assert m.stderr() == ""
 
 
 @needs_fuse
 def test_sigkill_leaves_no_mount_behind(served, tmp_path):
-    """libfuse's fusermount3 watchdog (auto_unmount) unmounts a killed server's mount."""
-    with served() as m:
-        m.proc.send_signal(signal.SIGKILL)
-        m.proc.wait()
-        assert mounts.gone(m.mountpoint, timeout=15)
+    """The watchdogs unmount a killed server's mount: libfuse's (auto_unmount)
+    misses about one kill in five, ours none (five kills, each must be clean)."""
+    for _ in range(5):
+        with served() as m:
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait()
+            assert mounts.gone(m.mountpoint, timeout=15)
 
 
 # -- the checks, without a mount ---------------------------------------------------
