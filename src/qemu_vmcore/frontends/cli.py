@@ -77,7 +77,7 @@ It runs in the foreground until the file system is unmounted
 (`fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`) or it gets SIGINT
 (Ctrl-C), SIGTERM or SIGHUP; then it unmounts, exits 0 and removes a
 decompressed copy of a compressed core. Even if it is killed (SIGKILL),
-libfuse's fusermount3 watchdog unmounts. Needs /dev/fuse, fusermount3 and
+a watchdog process unmounts. Needs /dev/fuse, fusermount3 and
 libfuse 3 (Debian: apt install fuse3); the mount is the user's alone.
 QEMU_VMCORE_FUSE_DEVICE and QEMU_VMCORE_FUSERMOUNT name another FUSE device
 and fusermount program to check for (test hooks).
