@@ -276,6 +276,25 @@ def test_drgn_script_and_its_arguments(rig_case, vmlinux, tmp_path):
     assert proc.stdout.strip() == case.meta["kernel_version"], proc.stderr
 
 
+def test_drgn_shell_on_a_terminal(rig_case, vmlinux):
+    """On a terminal, drgn's own interactive shell, with prog and the helpers."""
+    import shlex
+    import shutil
+
+    if not shutil.which("script"):
+        pytest.skip("no script(1) to give the shell a terminal")
+    case = rig_case("q72-pc-512")
+    cmd = shlex.join(map(str, mounts.cli_argv("drgn", case.core, "-s", vmlinux)))
+    typed = "print('release', prog['init_uts_ns'].name.release.string_().decode())\n"
+    typed += "print('pid1', find_task(prog, 1).comm.string_().decode())\nexit()\n"
+    proc = subprocess.run(["script", "-qec", cmd, "/dev/null"], input=typed, text=True,
+                          capture_output=True, timeout=300)  # fmt: skip
+    out = proc.stdout.replace("\r", "")
+    assert "qemu-vmcore: drgn on guest kernel" in out and ">>> " in out, out
+    assert f"release {case.meta['kernel_version']}" in out
+    assert "pid1 init" in out
+
+
 def test_drgn_user_errors_are_tracebacks_with_status_1(rig_case, vmlinux):
     proc = run_cli("drgn", rig_case("q72-pc-512").core, "-s", vmlinux, "-e", "1/0")
     assert proc.returncode == 1
