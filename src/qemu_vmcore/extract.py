@@ -146,7 +146,8 @@ class Prepared:
     """
 
     qc: QemuCore
-    output: Path
+    #: None: decided to be served (``mount``) or read (``drgn``), not written.
+    output: Path | None
     force: bool
     options: DumpOptions
     ranges: list[GuestRange]
@@ -172,7 +173,7 @@ class Prepared:
 
 def prepare(
     qc: QemuCore,
-    output: Path,
+    output: Path | None,
     *,
     force: bool = False,
     allow_missing: bool = False,
@@ -184,13 +185,16 @@ def prepare(
     :param vmcoreinfo: add the guest's VMCOREINFO note (and a kernel-text
         PT_LOAD) when one is found; False skips the search.
     :param options: format, paging and begin/length (see :mod:`qemu_vmcore.plan`).
+    :param output: None for a vmcore that is never written (writers/view.py
+        serves it; guest_program reads its notes).
     :raises MissingMemoryError: guest RAM is absent from the core and
         ``allow_missing`` is false.
     :raises OutputError: ``output`` cannot be the vmcore (see ``check_target``).
     """
     options = options or DumpOptions()
     options.check()
-    check_target(output, force=force, inputs=(qc.host.path,))
+    if output is not None:
+        check_target(output, force=force, inputs=(qc.host.path,))
     ranges = select_ranges(qc.ranges, options)
     # A filter dumps parts of the ranges: the same core, seen through clipped ranges.
     memory = qc.memory if ranges is qc.ranges else qc.memory.with_ranges(ranges)
@@ -245,6 +249,7 @@ def write(prepared: Prepared, progress: Progress = lambda n: None) -> ExtractRes
     """
     started = time.monotonic()
     p, qc = prepared, prepared.qc
+    assert p.output is not None, "prepared with no output: serve it (writers/view.py)"
     inputs = (qc.host.path,)  # never replaced by the vmcore, even with force
     if p.kdump is not None:
         from qemu_vmcore.writers import kdump

@@ -192,9 +192,13 @@ def unverified_line(vmcoreinfo: dict | None) -> str | None:
     )
 
 
-def warning_lines(data: dict) -> list[str]:
+def warning_lines(data: dict, *, missing_as: str = "written as zeros") -> list[str]:
     """Every warning and note about a vmcore, from :func:`prepared_dict` or
-    :func:`extract_dict` data; terminal-safe."""
+    :func:`extract_dict` data; terminal-safe.
+
+    :param missing_as: what becomes of guest RAM the core lacks (``mount``
+        serves zeros, ``drgn`` faults).
+    """
     lines = inconsistency_lines(data["inconsistencies"])
     if data["accelerator"] != versions.TCG_ACCEL:
         lines.append(
@@ -203,8 +207,7 @@ def warning_lines(data: dict) -> list[str]:
         )
     for m in data["missing"]:
         lines.append(
-            f"warning: guest {m['gpa']:#x}-{m['end']:#x} not in the core ({m['why']}); "
-            "written as zeros"
+            f"warning: guest {m['gpa']:#x}-{m['end']:#x} not in the core ({m['why']}); {missing_as}"
         )
     lines += backing_lines(data["backing_files"])
     unverified = unverified_line(data["vmcoreinfo"])
@@ -220,6 +223,30 @@ def summary_line(data: dict) -> str:
         f"wrote {data['output']}{fmt}: {data['ranges']} ranges, "
         f"{data['ram_bytes']:,} bytes of guest RAM in {data['seconds']:.2f} s"
     )
+
+
+def mounted_line(path: Path, format: str, size: int) -> str:
+    """What ``mount`` says once its file answers."""
+    return safe(
+        f"mounted {path} ({format}, {size:,} bytes): crash, drgn, vmcore-dmesg and makedumpfile "
+        f"read it there; unmount with `fusermount3 -u {path.parent}` or Ctrl-C"
+    )
+
+
+def drgn_banner(data: dict, core: str) -> str:
+    """The first line of ``qemu-vmcore drgn``'s shell, from :func:`prepared_dict` data."""
+    v = data["vmcoreinfo"] or {}
+    return safe(
+        f"qemu-vmcore: drgn on guest kernel {v.get('osrelease') or 'unknown'} in {core} "
+        "(guest-physical memory read from the core; no vmcore written)"
+    )
+
+
+#: ``info``'s last line: which command for which job.
+NEXT_STEPS = (
+    "next         extract -o FILE keeps or ships a vmcore; mount CORE DIR serves it without a "
+    "copy (crash, makedumpfile, vmcore-dmesg); drgn CORE -s VMLINUX opens drgn on the guest"
+)
 
 
 def error_report(e: BaseException, *, output: Path | None = None) -> tuple[str, int]:
@@ -375,6 +402,7 @@ def print_info(data: dict, file: TextIO | None = None) -> None:
                 f"{m['backing_file']} {m['backing_file_problem']}",
                 soft_wrap=True,
             )
+    console.print(NEXT_STEPS, soft_wrap=True)
 
 
 def _device(d: dict) -> str:

@@ -21,6 +21,8 @@ want_pkgs=(
   gdb binutils crash makedumpfile kexec-tools
   # python-lzo's build (the faster kdump-lzo binding, the lzo extra); libkdumpfile for the tests (system Python)
   liblzo2-dev python3-dev python3-libkdumpfile
+  # qemu-vmcore mount (libfuse 3 for mfusepy, fusermount3) and its tests
+  fuse3 libfuse3-3
   # a journal with coredump entries for the coredumpctl test (the daemon is
   # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)
   systemd-journal-remote

@@ -1,4 +1,5 @@
-"""Command line: ``qemu-vmcore info CORE`` and ``qemu-vmcore extract CORE -o OUT``.
+"""Command line: ``qemu-vmcore info CORE``, ``extract CORE -o OUT``, ``mount CORE DIR``,
+``drgn CORE`` and the rest.
 
 Thin on purpose: parse arguments, call the library, render results. Library
 errors (VmcoreError) and OS errors become one ``error: ...`` line and a
@@ -40,6 +41,8 @@ examples:
   qemu-vmcore info --json core.12345
   qemu-vmcore extract core.12345 -o guest.vmcore
   qemu-vmcore extract core --qemu ./build/qemu-system-x86_64 -o vmcore
+  qemu-vmcore mount core.12345 /mnt/guest      # /mnt/guest/vmcore, never written
+  qemu-vmcore drgn core.12345 -s vmlinux       # drgn's shell on the guest kernel
 
 debug info:
   QEMU's debug info is found as drgn finds it: by build-id under
@@ -52,6 +55,46 @@ exit status: 0 success, 2 bad input, 3 output problem (the vmcore, or stdout
 closed or failing, e.g. >/dev/full), 128+N ended by signal N (130 Ctrl-C,
 143 SIGTERM; also SIGHUP, SIGQUIT, SIGUSR1, SIGALRM; 141 when the reader of
 stdout went away, as in `| head`, quietly).
+"""
+
+
+MOUNT_DESCRIPTION = """\
+Serve the guest's vmcore, the very file extract would write with the same
+options, as MOUNTPOINT/vmcore on a read-only FUSE file system, without
+writing it: crash, makedumpfile, vmcore-dmesg and drgn read it there.
+Headers and notes come from memory, guest RAM from the core as it is read;
+holes read as zeros, and SEEK_DATA/SEEK_HOLE and the block count show them,
+so `cp --sparse=always` of it stays sparse.
+
+ELF (the default) is served at once, whatever the guest's size. A kdump
+format costs one pass over guest RAM first (about extract's time for the
+same format, with its progress bar): a page's place in the file depends on
+the compressed size of every page before it. The pass keeps 2 bytes per
+guest page (8 MiB for a 16 GiB guest) and reads compress their pages again.
+The raw kdump file is served; --flattened (a stream) is refused.
+
+It runs in the foreground until the file system is unmounted
+(`fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`) or it gets SIGINT
+(Ctrl-C), SIGTERM or SIGHUP; then it unmounts, exits 0 and removes a
+decompressed copy of a compressed core. Even if it is killed (SIGKILL),
+a watchdog process unmounts. Needs /dev/fuse, fusermount3 and
+libfuse 3 (Debian: apt install fuse3); the mount is the user's alone.
+QEMU_VMCORE_FUSE_DEVICE and QEMU_VMCORE_FUSERMOUNT name another FUSE device
+and fusermount program to check for (test hooks).
+"""
+
+DRGN_DESCRIPTION = """\
+drgn on the guest kernel, straight from the QEMU core: no vmcore is
+written. drgn reads guest-physical memory from the core through
+qemu-vmcore's guest layer, with the VMCOREINFO qemu-vmcore finds, and the
+vCPUs' registers (their NT_PRSTATUS notes, in a few KiB of memory), so
+prog.crashed_thread() and the stacks of tasks on a vCPU unwind as on the
+vmcore. As `drgn -c`: with -e CODE or SCRIPT [ARG ...] it runs that,
+otherwise its interactive shell (or, with stdin not a terminal, the code
+read from stdin); `prog` and drgn's helpers are globals. It needs the
+guest kernel's vmlinux: -s VMLINUX, or where drgn looks for it
+(/usr/lib/debug/boot/vmlinux-RELEASE, debuginfod). The exit status is
+the code's: 1 for an uncaught exception (its traceback on stderr).
 """
 
 
@@ -239,6 +282,59 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     _add_format_args(ex)
 
+    mt = sub.add_parser(
+        "mount",
+        help="serve the guest's vmcore as MOUNTPOINT/vmcore (FUSE), never writing it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=MOUNT_DESCRIPTION,
+    )
+    _add_source_args(mt)
+    mt.add_argument("mountpoint", type=Path, metavar="MOUNTPOINT", help="an empty directory")
+    mt.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="serve zeros for guest RAM the core lacks (listed on stderr) instead of failing",
+    )
+    mt.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
+    _add_format_args(mt)
+
+    dg = sub.add_parser(
+        "drgn",
+        help="drgn's shell or a drgn script on the guest kernel, straight from the core",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DRGN_DESCRIPTION,
+    )
+    _add_source_args(dg)
+    dg.add_argument(
+        "-s",
+        "--symbols",
+        action="append",
+        type=Path,
+        metavar="VMLINUX",
+        help="the guest kernel's vmlinux (or a module's debug file); may be repeated",
+    )
+    dg.add_argument(
+        "--no-default-symbols",
+        action="store_true",
+        help="load only the files given with -s: do not let drgn look for debug info "
+        "(/usr/lib/debug, /lib/modules/RELEASE, debuginfod)",
+    )
+    dg.add_argument(
+        "--no-registers",
+        action="store_true",
+        help="drgn's custom-kernel target alone (set_linux_kernel_custom): no vCPU registers, "
+        "so tasks running on a vCPU have no stack trace",
+    )
+    dg.add_argument("-e", dest="exec", metavar="CODE", help="run CODE instead of the shell")
+    dg.add_argument(
+        "args",
+        nargs="*",
+        metavar="SCRIPT [ARG ...]",
+        help="a drgn script to run instead of the shell, and its arguments (everything "
+        "after SCRIPT, or after --, is the script's)",
+    )
+    parser._drgn = dg  # type: ignore[attr-defined]  # see _split_script
+
     sub.add_parser(
         "gdb-script",
         help="print the path of the gdb script that adds dump-guest-memory to gdb",
@@ -254,9 +350,56 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv, stdout_closed=stdout_closed)
 
 
+def _split_script(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """``drgn``'s own arguments, and ``SCRIPT [ARG ...]`` (from its second
+    positional on, or after ``--``), which are the script's, options or not.
+
+    argparse cannot say this itself: a REMAINDER after the CORE positional
+    would take ``-s VMLINUX`` too.
+    """
+    if "drgn" not in argv or argv.index("drgn") != next(
+        (i for i, a in enumerate(argv) if not a.startswith("-")), -1
+    ):
+        return argv, []
+    sub = parser._drgn  # type: ignore[attr-defined]
+    takes = {o: a.nargs for a in sub._actions for o in a.option_strings}
+    at = argv.index("drgn") + 1
+    positionals, core_given = 0, True
+    i = at
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[:i], argv[i + 1 :]
+        if a.startswith("-") and a != "-":
+            name = a.split("=", 1)[0]
+            nargs = takes.get(name, 0)
+            if name == "--coredump":
+                core_given = False
+            if "=" not in a and nargs is None:  # one value
+                i += 1
+            elif (
+                "=" not in a
+                and nargs == "?"
+                and i + 1 < len(argv)
+                and not argv[i + 1].startswith("-")
+            ):
+                i += 1
+            i += 1
+            continue
+        positionals += 1
+        if positionals > (1 if core_given else 0):
+            return argv[:i], argv[i:]
+        i += 1
+    return argv, []
+
+
 def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        own, script = _split_script(parser, list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(own)
+        if script:
+            args.args = script
     except OSError as e:  # writing --help or --version (stderr's failures are ignored)
         return _stdout_failed(e)
     except SystemExit as e:
@@ -289,6 +432,10 @@ def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
             return _cmd_info(args)
         if args.command == "dmesg":
             return _cmd_dmesg(args)
+        if args.command == "mount":
+            return _cmd_mount(args)
+        if args.command == "drgn":
+            return _cmd_drgn(args)
         return _cmd_extract(args)
     except _StdoutError as e:
         if debug and e.error is not None and e.error.errno != errno.EPIPE:
@@ -570,6 +717,117 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         with _progress(args)(prepared.total) as advance:
             result = write(prepared, advance)
     return _report_extract(args, report.extract_dict(result))
+
+
+def _cmd_mount(args: argparse.Namespace) -> int:
+    from qemu_vmcore import report
+    from qemu_vmcore.extract import prepare
+    from qemu_vmcore.frontends import mount
+    from qemu_vmcore.serve import FILE_NAME, check_options, open_view
+
+    options = _dump_options(args)
+    check_options(options)
+    # Refuse before the slow part.
+    mount.check_mountpoint(args.mountpoint)
+    mount.check_fuse()
+    with _open(args, warn=not args.quiet) as qc:
+        prepared = prepare(qc, None, allow_missing=args.allow_missing,
+                           vmcoreinfo=not args.no_vmcoreinfo, options=options)  # fmt: skip
+        if not args.quiet:
+            data = report.prepared_dict(prepared)
+            for line in report.warning_lines(data, missing_as="served as zeros"):
+                print(line, file=sys.stderr)
+        total = prepared.total if options.kdump else 0  # only kdump reads RAM up front
+        with _progress(args)(total, label="indexing") as advance:
+            view = open_view(prepared, advance)
+        file = args.mountpoint / FILE_NAME
+
+        def ready() -> None:
+            if not args.quiet:
+                print(report.mounted_line(file, options.format, view.size), file=sys.stderr)
+
+        def warn(line: str) -> None:
+            from qemu_vmcore.terminal import safe
+
+            print(safe(f"warning: {line}"), file=sys.stderr)
+
+        mount.serve(view, args.mountpoint, source=qc.host.path, ready=ready, warn=warn)
+    return 0
+
+
+def _cmd_drgn(args: argparse.Namespace) -> int:
+    from qemu_vmcore import program, report
+
+    if args.no_vmcoreinfo:
+        raise VmcoreError("drgn needs the guest's VMCOREINFO; drop --no-vmcoreinfo")
+    with _open(args) as qc:
+        prepared = program.prepare_guest(qc)
+        data = report.prepared_dict(prepared)
+        for line in report.warning_lines(data, missing_as="drgn's reads there fault"):
+            print(line, file=sys.stderr)
+        prog = program.program_of(prepared, registers=not args.no_registers)
+        program.load_symbols(prog, args.symbols or (), default_symbols=not args.no_default_symbols,
+                             release=prepared.vmcoreinfo.osrelease)  # fmt: skip
+        return _run_drgn(prog, args, report.drgn_banner(data, os.fspath(qc.host.path)))
+
+
+def _run_drgn(prog, args: argparse.Namespace, banner: str) -> int:
+    """Run the user's code on ``prog`` as ``drgn -c`` runs it: ``-e CODE``, a
+    script, the shell on a terminal, else code from stdin; ``prog`` and
+    drgn's helpers are globals. The user's exceptions are theirs: a
+    traceback and exit status 1, as Python gives them."""
+    import runpy
+    import traceback
+
+    import drgn
+    import drgn.cli
+
+    drgn.set_default_prog(prog)
+    scope = drgn.cli.default_globals(prog)
+    try:
+        if args.exec is not None:
+            sys.argv = ["-e", *args.args]
+            exec(compile(args.exec, "<string>", "exec"), scope)
+        elif args.args:
+            script = args.args[0]
+            sys.argv = list(args.args)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+            scope.pop("__name__", None)
+            runpy.run_path(script, init_globals=scope, run_name="__main__")
+        elif sys.stdin is not None and sys.stdin.isatty():
+            print(drgn.cli.version_header(), file=sys.stderr, flush=True)
+            drgn.cli.run_interactive(prog, banner_func=lambda text: f"{banner}\n{text}")
+        else:
+            sys.argv = [""]
+            scope["__file__"] = "<stdin>"
+            exec(compile(sys.stdin.read() if sys.stdin else "", "<stdin>", "exec"), scope)
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    except _Terminated:
+        raise
+    except BaseException as e:
+        tb = e.__traceback__
+        # The user's frames only, as Python shows a script's: not ours or runpy's.
+        while tb is not None and (
+            tb.tb_frame.f_code.co_filename == __file__
+            or tb.tb_frame.f_code.co_filename.startswith("<frozen runpy")
+        ):
+            tb = tb.tb_next
+        traceback.print_exception(type(e), e, tb)
+        return 1
+    finally:
+        _flush_results_quietly()
+    return 0
+
+
+def _flush_results_quietly() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass
 
 
 def _report_extract(args: argparse.Namespace, data: dict) -> int:

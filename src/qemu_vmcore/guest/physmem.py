@@ -15,11 +15,13 @@ file, when that still exists (see :mod:`qemu_vmcore.guest.backing`).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 from qemu_vmcore.errors import MissingMemoryError
@@ -267,6 +269,102 @@ class GuestPhysicalMemory:
         if pos < end or len(out) != size:
             raise MissingMemoryError(f"guest-physical {pos:#x} is not guest RAM", gpa=pos)
         return bytes(out)
+
+    # -- random access, for a vmcore served rather than written (writers/view.py) --
+
+    @cached_property
+    def _by_gpa(self) -> tuple[list[int], list[Piece]]:
+        """Every piece of every range in gpa order, and their starts (for bisect)."""
+        pieces = sorted((p for r in self._ranges for p in self._pieces[r]), key=lambda p: p.gpa)
+        return [p.gpa for p in pieces], pieces
+
+    def _pieces_from(self, gpa: int, end: int) -> Iterator[tuple[Piece, int, int]]:
+        """``(piece, lo, hi)``: the part ``[lo, hi)`` of each piece inside ``[gpa, end)``."""
+        starts, pieces = self._by_gpa
+        i = max(bisect.bisect_right(starts, gpa) - 1, 0)
+        while i < len(pieces) and pieces[i].gpa < end:
+            p = pieces[i]
+            i += 1
+            lo, hi = max(gpa, p.gpa), min(end, p.end)
+            if lo < hi:
+                yield p, lo, hi
+
+    def read_present(self, gpa: int, size: int) -> bytes:
+        """``size`` bytes at ``gpa`` as a vmcore written from this memory holds
+        them: the bytes of every run :meth:`mapping` names, zeros everywhere
+        else (holes, untouched RAM, RAM the core lacks, addresses that are no
+        guest RAM). Never refuses an address, unlike :meth:`read`.
+
+        :raises MissingMemoryError: the core (or a backing file) shrank since it was opened.
+        """
+        out = bytearray(size)
+        for p, lo, hi in self._pieces_from(gpa, gpa + size):
+            fd = self._source_fd(p)
+            if fd is None:
+                continue
+            offset = p.file_offset + (lo - p.gpa)
+            data = os.pread(fd, hi - lo, offset)
+            if len(data) != hi - lo:
+                where = "the core" if fd == self._host.fd else p.path
+                raise MissingMemoryError(
+                    f"{where} ended early at offset {offset + len(data):#x}, reading "
+                    f"guest-physical {lo:#x}; was it truncated?",
+                    gpa=lo,
+                )
+            out[lo - gpa : hi - gpa] = data
+        return bytes(out)
+
+    def readers(self) -> Iterator[tuple[int, int, Callable[[int, int], bytes]]]:
+        """``(gpa, size, read)`` for each piece whose bytes are known, in gpa
+        order: ``read(offset, count)`` gives ``count`` bytes at ``gpa + offset``
+        (zeros for untouched RAM). Pieces the core lacks have none. What a
+        debugger's memory segments are made of (qemu_vmcore/program.py).
+        """
+        for p in self._by_gpa[1]:
+            fd = self._source_fd(p)
+            if fd is not None:
+                yield p.gpa, p.size, self._file_reader(p, fd)
+            elif p.kind is PieceKind.UNTOUCHED:
+                yield p.gpa, p.size, lambda offset, count: bytes(count)
+
+    def _file_reader(self, p: Piece, fd: int) -> Callable[[int, int], bytes]:
+        base, pread = p.file_offset, os.pread
+
+        def read(offset: int, count: int) -> bytes:
+            data = pread(fd, count, base + offset)
+            if len(data) != count:
+                where = "the core" if fd == self._host.fd else p.path
+                raise MissingMemoryError(
+                    f"{where} ended early at offset {base + offset + len(data):#x}, reading "
+                    f"guest-physical {p.gpa + offset:#x}; was it truncated?",
+                    gpa=p.gpa + offset,
+                )
+            return data
+
+        return read
+
+    def next_data(self, gpa: int, end: int) -> tuple[int, int] | None:
+        """The first run ``[start, stop)`` of data at or after ``gpa`` and before
+        ``end``, as :meth:`mapping` finds runs (SEEK_DATA/SEEK_HOLE in the file
+        holding the bytes), or None: what a served vmcore answers SEEK_DATA
+        with, one run at a time, without walking the whole core first.
+        """
+        for p, lo, hi in self._pieces_from(gpa, end):
+            fd = self._source_fd(p)
+            if fd is None:
+                continue
+            src, src_end = p.file_offset + (lo - p.gpa), p.file_offset + (hi - p.gpa)
+            try:
+                data = os.lseek(fd, src, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: only a hole remains in that file
+                    raise
+                continue
+            if data >= src_end:
+                continue
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), src_end)
+            return lo + (data - src), lo + (hole - src)
+        return None
 
 
 def data_runs(fd: int, offset: int, size: int) -> list[tuple[int, int]]:

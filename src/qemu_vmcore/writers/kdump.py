@@ -465,12 +465,29 @@ def write_kdump(
         sink.write(layout.bitmap_offset + offset, piece)
         sink.write(layout.bitmap_offset + layout.bitmap_size + offset, piece)
     pages = _PageWriter(sink, layout)
-    spans = ((gpa, size) for gpa, _, size in memory.data_spans())
-    work = _Compressor(memory, method)
-    _run_pipeline(chunks(layout.runs, spans), work, pages.add, threads, progress)
+    compress_pages(layout, memory, method, pages.add, threads=threads, progress=progress)
     size = pages.finish()
     sink.finish(size)
     return size
+
+
+def compress_pages(
+    layout: KdumpLayout,
+    memory: GuestPhysicalMemory,
+    method: Method,
+    emit: Callable[[_Compressed], None],
+    *,
+    threads: int = 1,
+    progress: Progress = lambda n: None,
+) -> None:
+    """Every page of ``layout``, compressed as the dump stores it: ``emit``
+    gets each chunk's result (``pages``; ``entries``, per page None for a
+    zero page or ``(size, flags)``; ``data``) in page order. The writer
+    writes them; a served view (writers/view.py) keeps only the sizes.
+    """
+    spans = ((gpa, size) for gpa, _, size in memory.data_spans())
+    work = _Compressor(memory, method)
+    _run_pipeline(chunks(layout.runs, spans), work, emit, threads, progress)
 
 
 def _run_pipeline(
