@@ -67,17 +67,23 @@ def prepare_guest(qc: QemuCore) -> Prepared:
     return prepared
 
 
+#: drgn's architecture for the e_machine of each 64-bit guest we dump.
+_DRGN_ARCH = {E.EM_X86_64: "X86_64", E.EM_AARCH64: "AARCH64"}
+
+
 def _platform(machine: int, elfclass: int) -> drgn.Platform:
     import drgn
 
-    if machine == E.EM_X86_64 and elfclass == E.ELFCLASS64:
+    name = _DRGN_ARCH.get(machine)
+    if name is not None and elfclass == E.ELFCLASS64:
         return drgn.Platform(
-            drgn.Architecture.X86_64,
+            getattr(drgn.Architecture, name),
             drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN,
         )
     raise VmcoreError(
-        f"drgn reads 64-bit x86 guest kernels here; this guest's vmcore is e_machine {machine} "
-        f"(ELF class {elfclass}): its first vCPU is not in long mode",
+        f"drgn reads 64-bit x86 and aarch64 guest kernels here; this guest's vmcore is "
+        f"e_machine {machine} (ELF class {elfclass}): an x86 guest whose first vCPU is not "
+        "in long mode",
         hint="extract writes its vmcore, for crash",
     )
 

@@ -58,7 +58,7 @@ def extracted(case: rig.Case, out: Path, *options: object) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["elf", "kdump-zlib"])
-@pytest.mark.parametrize("name", ["q72-pc-512", "q10-q35-512", "q10-q35-4608"])
+@pytest.mark.parametrize("name", ["q72-pc-512", "q10-q35-512", "q10-q35-4608", "a10-virt-smp2"])
 def test_the_mounted_vmcore_is_extracts(rig_case, tmp_path, mountpoint, name, fmt):
     case = rig_case(name)
     file = extracted(case, tmp_path / "vmcore", "--format", fmt)
@@ -302,11 +302,12 @@ def test_drgn_user_errors_are_tracebacks_with_status_1(rig_case, vmlinux):
     assert "qemu_vmcore" not in proc.stderr  # the user's frames only
 
 
-@pytest.mark.parametrize("name", ["q10-q35-panic", "q72-pc-panic"])
+@pytest.mark.parametrize("name", ["q10-q35-panic", "q72-pc-panic", "a10-virt-panic"])
 def test_drgn_has_the_vcpus_registers(rig_case, vmlinux, name):
     """The crashed thread unwinds from the vCPU's NT_PRSTATUS (from a notes-only
     in-memory core); drgn's custom-kernel target alone has no registers."""
     case = rig_case(name)
+    vmlinux = case.vmlinux  # the guest arch's (arm64 for the a* cases)
     proc = run_cli("drgn", case.core, "-s", vmlinux, "-e", PANIC_PY)
     assert proc.returncode == 0, proc.stderr
     assert "sysrq_handle_crash" in proc.stdout and "panic" in proc.stdout
