@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # All the set-up the demo and the tests need, on a fresh Debian 12 machine:
 # Debian packages and deb-src entries, the project's virtualenv, QEMU 7.2 and
-# 10.0 built with debug info from Debian's sources, and the guest kernels and
-# initramfs images (amd64 and arm64). Everything heavy is cached in
-# $QEMU_VMCORE_RIG_CACHE (default /var/cache/qemu-vmcore-rig), so a second
-# run takes seconds.
+# 10.0 built with debug info from Debian's sources, crash built for ARM64 (for
+# arm64 guests), and the guest kernels and initramfs images (amd64 and arm64).
+# Everything heavy is cached in $QEMU_VMCORE_RIG_CACHE (default
+# /var/cache/qemu-vmcore-rig), so a second run takes seconds.
 set -euo pipefail
 top="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$top"
@@ -23,5 +23,6 @@ fi
 # so start-up (which benchmarks measure) is that of an installed package.
 .venv/bin/python -m compileall -q src
 bash tests/rig/build-qemu.sh
+bash tests/rig/build-crash.sh
 bash tests/rig/guest.sh amd64
 bash tests/rig/guest.sh arm64
