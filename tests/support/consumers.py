@@ -182,9 +182,11 @@ def _text(b: bytes | None) -> str:
 # crash
 
 
-def _crash_argv(vmcore: StrPath, vmlinux: StrPath, input_file: StrPath) -> list[str]:
+def _crash_argv(
+    vmcore: StrPath, vmlinux: StrPath, input_file: StrPath, arch: str = "x86_64"
+) -> list[str]:
     return [
-        tool_path("crash"),
+        os.fspath(crash_binary(arch)),
         "-s",  # silent: no banner, no prompt
         "--no_scroll",  # never pipe output through a pager
         "--no_crashrc",
@@ -196,7 +198,12 @@ def _crash_argv(vmcore: StrPath, vmlinux: StrPath, input_file: StrPath) -> list[
 
 
 def _crash_run(
-    vmcore: StrPath, vmlinux: StrPath, lines: Sequence[str], timeout: float, merge: bool
+    vmcore: StrPath,
+    vmlinux: StrPath,
+    lines: Sequence[str],
+    timeout: float,
+    merge: bool,
+    arch: str = "x86_64",
 ) -> tuple[list[str], str, str]:
     for c in lines:
         if "\n" in c:
@@ -204,7 +211,7 @@ def _crash_run(
     with tempfile.TemporaryDirectory(prefix="consumers-crash-") as tmp:
         inp = Path(tmp) / "commands"
         inp.write_text("".join(f"{c}\n" for c in [*lines, "quit"]))
-        argv = _crash_argv(vmcore, vmlinux, inp)
+        argv = _crash_argv(vmcore, vmlinux, inp, arch)
         rc, out, err = _run(argv, timeout=timeout, cwd=tmp, merge_stderr=merge)
     if rc != 0:
         raise ConsumerError(f"crash failed ({rc})", cmd=argv, returncode=rc, output=out + err)
@@ -217,8 +224,11 @@ def crash(
     commands: Sequence[str],
     *,
     timeout: float = DEFAULT_TIMEOUT,
+    arch: str = "x86_64",
 ) -> str:
     """Run crash's `commands` (e.g. ["sys", "bt", "log"]) on `vmcore`.
+
+    `arch` is the guest's: the crash of :func:`crash_binary` for it runs.
 
     Runs ``crash -s --no_scroll --no_crashrc -i FILE vmlinux vmcore`` where
     FILE holds the commands and a final ``quit``. Returns stdout and stderr
@@ -226,7 +236,7 @@ def crash(
     not, so its error and warning lines (e.g. "WARNING: active task ... not
     found in PID hash") tend to come first. crash exits 0 even when single
     commands fail; only a failure to open the dump raises ConsumerError."""
-    _, out, _ = _crash_run(vmcore, vmlinux, list(commands), timeout, merge=True)
+    _, out, _ = _crash_run(vmcore, vmlinux, list(commands), timeout, merge=True, arch=arch)
     return out
 
 
