@@ -35,8 +35,6 @@ class DumpArch:
     :param byteorder: ``ELFDATA2LSB`` or ``ELFDATA2MSB``.
     :param uts_machine: ``utsname.machine`` of a kdump header, as
         makedumpfile writes it for this arch.
-    :param page_size: the kdump file's block size (bytes), as QEMU's
-        ``dump_info.page_size`` or the guest kernel's page size.
     :param kernel_layout_known: whether the room's ``kernel_layout`` holds
         for this dump's kernel (not for an i386 kernel, whose image is not
         where an x86_64 one's is): the kernel-text PT_LOAD needs it.
@@ -47,7 +45,6 @@ class DumpArch:
     machine: int
     byteorder: int
     uts_machine: bytes
-    page_size: int = 4096
     kernel_layout_known: bool = True
 
 
