@@ -19,6 +19,7 @@ from qemu_vmcore.guest.paging import KernelLayout, PhysicalReader, filter_mappin
 from qemu_vmcore.guest.physmem import BackingUse, GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.layouts.kdump import PAGE_SIZE as K_PAGE_SIZE
 from qemu_vmcore.plan import DumpOptions, select_ranges
 from qemu_vmcore.qemu.memory import GuestRange
 from qemu_vmcore.source import QemuCore
@@ -366,6 +367,14 @@ def kdump_layout(
         raise VmcoreError("the guest has no RAM to dump")
     method = METHODS[options.compression]
     compressor(method)  # refuse now, before any output, if its library is missing
+    page = info.fields.get("PAGESIZE") if info is not None else None
+    if page is not None and page != str(K_PAGE_SIZE):
+        # makedumpfile's block size is the kernel's page size; ours is 4 KiB.
+        raise VmcoreError(
+            f"the guest kernel uses {page}-byte pages (VMCOREINFO PAGESIZE), but the kdump "
+            f"formats are written with {K_PAGE_SIZE}-byte blocks",
+            hint="--format elf writes this guest's vmcore",
+        )
     kernel = qc.arch.kernel_layout(info) if info is not None else None
     layout = kdump.build_layout(
         qc.ranges,

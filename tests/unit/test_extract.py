@@ -14,13 +14,14 @@ from support.synth import G4, HI_DUMPED, HI_SIZE, PAGE, R0, R1, R2, R3
 from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.arch.x86.kernel import START_KERNEL_MAP
-from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError
+from qemu_vmcore.errors import CoreFileError, MissingMemoryError, OutputError, VmcoreError
 from qemu_vmcore.extract import describe_missing, extract, kernel_text_load, minimal_notes
 from qemu_vmcore.guest.paging import Mapping
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory, Piece, PieceKind
 from qemu_vmcore.guest.vmcoreinfo import Search, VmcoreInfo
 from qemu_vmcore.host.core import open_core
 from qemu_vmcore.layouts import elf as E
+from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.source import QemuCore
 
 
@@ -238,3 +239,18 @@ def test_kernel_text_load_refuses_a_load_past_2_64(stext):
     assert kernel_text_load(_Layout(Mapping(gpa, stext, 0x10_0000)), [R0, R1], None) is None
     fits = Mapping(gpa, 2**64 - 0x10_0000, 0x10_0000)
     assert kernel_text_load(_Layout(fits), [R0, R1], None) is not None
+
+
+def test_kdump_of_a_kernel_with_other_pages_is_refused(made):
+    """The kdump formats have 4 KiB blocks; makedumpfile's are the kernel's page
+    size, so a 64 KiB-page kernel (arm64) gets a one-line refusal, nothing written."""
+    core, _, _, out = made
+    info = VmcoreInfo(E.note_bytes(b"VMCOREINFO", 0, b"OSRELEASE=6.1\nPAGESIZE=65536\n"),
+                      0, "test", fields={"OSRELEASE": "6.1", "PAGESIZE": "65536"})  # fmt: skip
+    with open_fake(core.path, [R0, R1]) as qc:
+        qc._vmcoreinfo = Search(info, "test")
+        with pytest.raises(VmcoreError, match="65536-byte pages") as e:
+            extract(qc, out / "k", options=DumpOptions(format="kdump-zlib"))
+        assert "\n" not in e.value.message and "--format elf" in (e.value.hint or "")
+        assert not (out / "k").exists()
+        extract(qc, out / "e")  # ELF has no block size: written
