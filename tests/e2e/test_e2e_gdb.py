@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from support import rig
-from support.runs import assert_one_line_error, run_cli
+from support.runs import assert_one_line_error, data_runs, run_cli
 
 pytestmark = [
     pytest.mark.rig,
@@ -76,22 +76,6 @@ def assert_one_command_error(proc, *needles: str) -> str:
     for n in needles:
         assert n in errors[0], (n, errors[0])
     return errors[0]
-
-
-def data_runs(path: Path) -> list[tuple[int, int]]:
-    """``(offset, end)`` of the file's data (non-hole) runs."""
-    runs, pos = [], 0
-    with open(path, "rb") as f:
-        fd, size = f.fileno(), os.fstat(f.fileno()).st_size
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            runs.append((start, end))
-            pos = end
-    return runs
 
 
 def assert_same_file(a: Path, b: Path) -> None:

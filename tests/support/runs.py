@@ -93,3 +93,24 @@ def bytes_being_written(pid: int, out_dir: Path) -> int:
                 if os.readlink(fd).startswith(f"{out_dir}/"):
                     written = max(written, os.stat(fd).st_size)
     return written
+
+
+def data_runs_fd(fd: int, size: int) -> list[tuple[int, int]]:
+    """``(offset, end)`` of the data (non-hole) runs of the first ``size`` bytes
+    of ``fd``, as SEEK_DATA/SEEK_HOLE (and so ``cp --sparse``) see them."""
+    runs, pos = [], 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data after pos
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        runs.append((start, end))
+        pos = end
+    return runs
+
+
+def data_runs(path: os.PathLike[str] | str) -> list[tuple[int, int]]:
+    """:func:`data_runs_fd` of a whole file."""
+    with open(path, "rb") as f:
+        return data_runs_fd(f.fileno(), os.fstat(f.fileno()).st_size)

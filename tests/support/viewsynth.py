@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import Search, VmcoreInfo, parse_text
@@ -79,7 +80,7 @@ def open_fake(path, ranges, *, info=None, long_mode=True):
     host = open_core(path)
     qc = QemuCore(
         host=host, dbg=None, ranges=list(ranges),
-        memory=GuestPhysicalMemory(list(ranges), host),
+        memory=GuestPhysicalMemory(list(ranges), host), arch=X86,
         vcpus=[vcpu(i, long_mode) for i in range(2)], executable=None,
         _vmcoreinfo=Search(info, "test"),
     )  # fmt: skip

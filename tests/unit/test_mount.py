@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from support import mounts
+from support.runs import data_runs
 
 from qemu_vmcore.errors import OutputError, VmcoreError
 from qemu_vmcore.frontends import mount
@@ -47,24 +48,6 @@ def served(tmp_path):
     return start
 
 
-def runs_of(path: Path) -> list[tuple[int, int]]:
-    """SEEK_DATA/SEEK_HOLE's runs of a file, as cp sees them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size, runs, pos = os.fstat(fd).st_size, [], 0
-        while pos < size:
-            try:
-                lo = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            hi = os.lseek(fd, lo, os.SEEK_HOLE)
-            runs.append((lo, hi))
-            pos = hi
-        return runs
-    finally:
-        os.close(fd)
-
-
 @needs_fuse
 @pytest.mark.parametrize("fmt", ["elf", "kdump-zstd"])
 def test_the_mounted_file_is_extracts_and_sparse(served, tmp_path, fmt):
@@ -76,7 +59,7 @@ def test_the_mounted_file_is_extracts_and_sparse(served, tmp_path, fmt):
         assert st.st_size == extracted.stat().st_size
         assert 0 < st.st_blocks * 512 < st.st_size  # sparse, and says so
         assert (st.st_mode & 0o777, st.st_uid) == (0o400, os.getuid())
-        runs = runs_of(m.file)
+        runs = data_runs(m.file)
         assert runs and runs[-1][1] <= st.st_size
         data = extracted.read_bytes()
         pos = 0

@@ -17,6 +17,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.runs import data_runs_fd
 from support.synth import PAGE
 from support.viewsynth import GONE, RANGES, TEXT, open_fake, page_of, vmcoreinfo, write_core
 
@@ -152,24 +153,11 @@ def test_the_written_files_data_is_no_more_than_the_views(served):
     v, _, out = served
     fd = os.open(out, os.O_RDONLY)
     try:
-        file_runs = synth_runs(fd, v.size)
+        file_runs = data_runs_fd(fd, v.size)
     finally:
         os.close(fd)
     mine = [(lo, lo + n) for lo, n in v.data_ranges()]
     assert sum(b - a for a, b in mine) <= sum(b - a for a, b in file_runs) + 2 * PAGE * len(mine)
-
-
-def synth_runs(fd: int, size: int) -> list[tuple[int, int]]:
-    runs, pos = [], 0
-    while pos < size:
-        try:
-            lo = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:
-            break
-        hi = os.lseek(fd, lo, os.SEEK_HOLE)
-        runs.append((lo, hi))
-        pos = hi
-    return runs
 
 
 # -- kdump specifics ----------------------------------------------------------------
