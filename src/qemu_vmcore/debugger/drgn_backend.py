@@ -95,6 +95,7 @@ class DrgnValue:
             raise QemuStateError(f"{self._expr} has no address")
         return addr
 
+    @_faults
     def sizeof(self) -> int:
         return drgn.sizeof(self._obj)
 

@@ -119,7 +119,7 @@ class ProfileDebugger(DrgnDebugger):
         elif kind == "pointer":
             t = prog.pointer_type(self._type(e["target"]), e["size"])
         elif kind == "array":
-            t = prog.array_type(self._type(e["target"]), e["length"])
+            t = prog.array_type(self._type(e["target"]), e.get("length"))
         elif kind == "void":
             t = prog.void_type()
         else:

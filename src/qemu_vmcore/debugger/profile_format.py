@@ -227,7 +227,7 @@ def _validate(data: object, path: Path) -> Profile:
 
 def _check_type(t: dict, what: str, n: int) -> None:
     kind = t.get("kind")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise _Bad(f"{what} has an unknown kind")
     if kind in ("int", "bool", "float"):
         _str(t.get("name"), f"{what} name")

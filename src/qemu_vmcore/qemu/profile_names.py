@@ -35,6 +35,7 @@ DECLARED = Names(
         "PCDIMMDevice",
         "PIIX4PMState",
         "VMCoreInfoState *",
+        "VirtIOMEM",
         "X86CPU",
         "X86MachineState",
     },
@@ -207,6 +208,7 @@ DECLARED = Names(
         },
         "Object": {
             "class",
+            "parent",
         },
         "ObjectClass": {
             "type",
@@ -247,6 +249,11 @@ DECLARED = Names(
         "VMCoreInfoState": {
             "has_vmcoreinfo",
             "vmcoreinfo",
+        },
+        "VirtIOMEM": {
+            "bitmap",
+            "bitmap_size",
+            "block_size",
         },
         "X86MachineState": {
             "above_4g_mem_size",
