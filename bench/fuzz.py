@@ -18,6 +18,7 @@ paging            arch.x86.paging.translate() on random tables, against a refere
 mappings          arch.x86.paging.guest_mappings() on hostile tables, every paging mode
 elf-writer        ELF vmcores of random guests, read back (pyelftools) and compared
 kdump-writer      kdump-compressed vmcores of random guests, read back and compared
+profile           a mutated QEMU profile (JSON): validated, its types built as drgn types
 qemu-state        real rig cores (7.2, 10.0) with one field of QEMU's state mutated:
                   refused, or the pristine plan; never a silent difference
 ================  ==========================================================
@@ -1545,6 +1546,142 @@ def _state_run(case: tuple, scratch: Path) -> None:
         )
 
 
+# -- profile: a QEMU profile (qemu-vmcore profile's JSON) as hostile input --------
+
+#: A small valid profile: ints, a bool, a bit field, a char array, a struct
+#: that points to itself, a union, a flexible array, an incomplete struct.
+_PROFILE = {
+    "format": "qemu-vmcore-profile",
+    "version": 1,
+    "build_id": "b13f00209137585d3da9c83e6f12bb6ed8f6fee1",
+    "qemu_version": "10.0.0",
+    "types": [
+        {"kind": "int", "name": "unsigned int", "size": 4, "signed": False},
+        {"kind": "bool", "name": "_Bool", "size": 1},
+        {"kind": "int", "name": "char", "size": 1, "signed": True},
+        {"kind": "array", "target": 2, "length": 16},
+        {
+            "kind": "struct",
+            "name": "Node",
+            "size": 40,
+            "absent": ["gone"],
+            "members": {
+                "next": [0, 5, 0],
+                "flag": [64, 1, 0],
+                "bits": [72, 0, 3],
+                "name": [96, 3, 0],
+                "u": [224, 6, 0],
+                "tail": [320, 7, 0],
+            },
+        },
+        {"kind": "pointer", "size": 8, "target": 4},
+        {
+            "kind": "union",
+            "name": "Node.u",
+            "size": 8,
+            "members": {"a": [0, 0, 0], "p": [0, 5, 0]},
+            "absent": [],
+        },
+        {"kind": "array", "target": 0, "length": None},
+        {"kind": "struct", "name": "Opaque", "size": None},
+        {"kind": "pointer", "size": 8, "target": 8},
+        {"kind": "float", "name": "double", "size": 8},
+        {"kind": "void"},
+        {"kind": "pointer", "size": 8, "target": 11},
+    ],
+    "names": {"Node": 4, "Opaque *": 9},
+    "absent_types": ["ARMCPU"],
+    "variables": {"head": [4096, 5], "d": [8192, 10], "vp": [8200, 12]},
+    "absent_variables": ["cpus"],
+    "static_locals": {"f::s": 12288, "g::t": None},
+    "constants": {"ONE": 1},
+    "absent_constants": ["TWO"],
+}
+
+_PROFILE_VALUES = st.one_of(
+    st.integers(min_value=-(1 << 70), max_value=1 << 70),
+    st.sampled_from([0, 1, 2, 3, 4, 7, 8, 9, 12, 13, 16, 17, 63, 64, 65, -1, 1 << 32, 1 << 64]),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=8),
+    st.sampled_from(["int", "bool", "float", "pointer", "array", "void", "struct", "union"]),
+    st.just([]),
+    st.just({}),
+    st.floats(allow_nan=True),
+)
+
+
+@st.composite
+def _profile_inputs_one(draw: st.DrawFn) -> bytes:
+    import copy
+
+    data = copy.deepcopy(_PROFILE)
+    for _ in range(draw(st.integers(1, 4))):
+        node, key = data, None
+        while True:  # walk down to a random leaf (or stop at a container)
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            if not keys:
+                key = None
+                break
+            key = draw(st.sampled_from(keys))
+            child = node[key]
+            if not isinstance(child, (dict, list)) or draw(st.integers(0, 3)) == 0:
+                break
+            node = child
+        if key is not None:
+            if draw(st.booleans()) and isinstance(node, dict):
+                del node[key]
+            else:
+                node[key] = draw(_PROFILE_VALUES)
+    raw = json.dumps(data).encode()
+    if draw(st.integers(0, 4)) == 0:  # byte damage: a cut or a flip
+        at = draw(st.integers(0, len(raw) - 1))
+        if draw(st.booleans()):
+            raw = raw[:at]
+        else:
+            raw = raw[:at] + bytes([raw[at] ^ draw(st.integers(1, 255))]) + raw[at + 1 :]
+    return raw
+
+
+def _profile_inputs(scratch: Path) -> st.SearchStrategy[bytes]:
+    return _profile_inputs_one()
+
+
+def _profile_run(raw: bytes, scratch: Path) -> None:
+    import drgn
+
+    from qemu_vmcore.debugger.profile_backend import ProfileDebugger
+    from qemu_vmcore.debugger.profile_format import parse_profile
+
+    profile = parse_profile(raw, Path("fuzz.json"))
+    dbg = ProfileDebugger(drgn.Program(drgn.host_platform), None, profile, 0x5555_0000_0000)
+    # Build every type, and look at every object the profile names, as the
+    # qemu/ layer would (no memory: nothing is read).
+    for i in range(len(profile.types)):
+        dbg._type(i)
+    for name in profile.variables:
+        dbg.variable(name).sizeof()
+    for name in profile.names:
+        v = dbg.object_at(name, 0x1000)
+        v.sizeof()
+        if v._obj.type_.unaliased_kind().name in ("STRUCT", "UNION"):
+            for member in sorted(dbg.value.known.get(_tag(v), ())):
+                if v.has_member(member):
+                    m = v.member(member)
+                    if m._obj.bit_field_size_ is None and m._obj.type_.is_complete():
+                        m.sizeof()
+    for key in profile.static_locals:
+        function, _, var = key.partition("::")
+        dbg.static_local(function, var, next(iter(profile.names), "Node"))
+
+
+def _tag(v: Any) -> str:
+    t = v._obj.type_.unaliased()
+    if t.kind.name == "POINTER":
+        t = t.type.unaliased()
+    return getattr(t, "tag", None) or ""
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -1595,6 +1732,12 @@ TARGETS: dict[str, Target] = {
                 ("qemu_vmcore.arch.x86.paging", "MAX_TABLES", 1 << 12),
                 ("qemu_vmcore.arch.x86.paging", "MAX_MAPPINGS", 1 << 12),
             ),
+        ),
+        Target(
+            "profile",
+            "a QEMU profile: validation, then every type built and named object looked at",
+            _profile_inputs,
+            _profile_run,
         ),
         Target(
             "elf-writer",

@@ -7,6 +7,7 @@ ends) starts here.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -141,8 +142,13 @@ def open_qemu_core(
     backend: str = "drgn",
     backing_files: bool = True,
     strict: bool = True,
+    profile: Path | None = None,
 ) -> QemuCore:
     """Open the core of a QEMU process and rebuild its guest's memory map.
+
+    :param profile: a QEMU profile to read QEMU's state through instead of
+        its debug info (by default one for the core's build-id is looked for
+        in the profile directories, unless ``qemu`` or ``debug_file`` is given).
 
     :param backing_files: read shared file-backed guest RAM the core lacks
         from its backing file (see :mod:`qemu_vmcore.guest.backing`).
@@ -152,7 +158,7 @@ def open_qemu_core(
     :raises VmcoreError: (a subclass) for every problem with the input.
     """
     return _open_host(open_core(path), qemu=qemu, debug_file=debug_file, backend=backend,
-                      backing_files=backing_files, strict=strict)  # fmt: skip
+                      backing_files=backing_files, strict=strict, profile=profile)  # fmt: skip
 
 
 def open_qemu_core_in_gdb(
@@ -253,6 +259,7 @@ def _open_host(
     backend: str,
     backing_files: bool,
     strict: bool,
+    profile: Path | None = None,
 ) -> QemuCore:
     """:func:`_open` on an opened host core, which it closes on failure."""
     try:
@@ -263,6 +270,7 @@ def _open_host(
             backend=backend,
             backing_files=backing_files,
             strict=strict,
+            profile=profile,
         )
     except QemuStateError as e:
         host.close()
@@ -286,10 +294,16 @@ def _open(
     backend: str,
     backing_files: bool = True,
     strict: bool = True,
+    profile: Path | None = None,
 ) -> QemuCore:
     if backend not in ("drgn", "gdb"):
         raise VmcoreError(f"unknown backend {backend!r}")
     explicit = qemu is not None or debug_file is not None
+    if profile is None and not explicit and backend == "drgn":
+        from qemu_vmcore.debugger.profile_backend import find_profile
+
+        profile = find_profile(host.executable_build_id())
+    explicit = explicit or profile is not None
     if not explicit and not _looks_like_qemu(host):
         raise NotQemuError(
             f"{host.path}: a core of {_program_name(host)}, not of QEMU",
@@ -297,6 +311,10 @@ def _open(
         )
     if backend == "gdb":  # inside gdb, on the program and core gdb has open
         from qemu_vmcore.debugger.gdb_backend import open_gdb as open_debugger
+    elif profile is not None:  # no DWARF: the types and symbols of a profile
+        from qemu_vmcore.debugger.profile_backend import open_profile
+
+        open_debugger = functools.partial(open_profile, path=profile)
     else:
         from qemu_vmcore.debugger.drgn_backend import open_drgn as open_debugger
     dbg = open_debugger(host, qemu=qemu, debug_file=debug_file,

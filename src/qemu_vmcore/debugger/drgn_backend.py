@@ -65,7 +65,7 @@ class DrgnValue:
 
     @_faults
     def member(self, name: str) -> DrgnValue:
-        return DrgnValue(self._obj.member_(name), f"{self._expr}.{name}")
+        return type(self)(self._obj.member_(name), f"{self._expr}.{name}")
 
     def has_member(self, name: str) -> bool:
         t = self._obj.type_.unaliased()
@@ -78,11 +78,11 @@ class DrgnValue:
 
     @_faults
     def deref(self) -> DrgnValue:
-        return DrgnValue(self._obj[0], f"*{self._expr}")
+        return type(self)(self._obj[0], f"*{self._expr}")
 
     @_faults
     def index(self, i: int) -> DrgnValue:
-        return DrgnValue(self._obj[i], f"{self._expr}[{i}]")
+        return type(self)(self._obj[i], f"{self._expr}[{i}]")
 
     @_faults
     def __int__(self) -> int:
@@ -95,6 +95,7 @@ class DrgnValue:
             raise QemuStateError(f"{self._expr} has no address")
         return addr
 
+    @_faults
     def sizeof(self) -> int:
         return drgn.sizeof(self._obj)
 

@@ -132,6 +132,14 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="a separate file holding QEMU's debug info (e.g. from a -dbgsym package)",
     )
+    p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="read QEMU's state through this QEMU profile (made by `qemu-vmcore profile`) "
+        "instead of debug info; by default <build-id>.json is looked for in "
+        "$QEMU_VMCORE_PROFILE_PATH and $XDG_DATA_HOME/qemu-vmcore/profiles",
+    )
     # drgn reads QEMU's state in this process; gdb runs the gdb command in gdb -batch
     # (extract only), so that the two can be tested against each other.
     p.add_argument("--backend", choices=["drgn", "gdb"], default="drgn", help=argparse.SUPPRESS)
@@ -335,6 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser._drgn = dg  # type: ignore[attr-defined]  # see _split_script
 
+    pf = sub.add_parser(
+        "profile",
+        help="write a QEMU profile: what qemu-vmcore reads of one QEMU build's debug info",
+        description="Write the QEMU profile of one QEMU build: the build-id, the version, and "
+        "the types, symbols and constants qemu-vmcore reads, from the build's debug info. "
+        "On a host without QEMU's debug info, --profile FILE (or FILE in a profile "
+        "directory, named <build-id>.json) then stands in for it.",
+    )
+    pf.add_argument("executable", type=Path, metavar="QEMU-EXECUTABLE", help="the QEMU build")
+    pf.add_argument(
+        "--debug-file",
+        type=Path,
+        metavar="PATH",
+        help="its separate debug info (default: where drgn looks: /usr/lib/debug, "
+        ".gnu_debuglink, debuginfod)",
+    )
+    pf.add_argument("-o", "--output", type=Path, required=True, metavar="PROFILE.json")
+    pf.add_argument("-f", "--force", action="store_true", help="replace the output if it exists")
+    pf.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
     sub.add_parser(
         "gdb-script",
         help="print the path of the gdb script that adds dump-guest-memory to gdb",
@@ -436,6 +464,8 @@ def _run(argv: list[str] | None, *, stdout_closed: bool) -> int:
             return _cmd_mount(args)
         if args.command == "drgn":
             return _cmd_drgn(args)
+        if args.command == "profile":
+            return _cmd_profile(args)
         return _cmd_extract(args)
     except _StdoutError as e:
         if debug and e.error is not None and e.error.errno != errno.EPIPE:
@@ -637,6 +667,7 @@ def _open(args: argparse.Namespace, *, warn: bool = True) -> Iterator[QemuCore]:
             backend=args.backend,
             backing_files=not args.no_backing_files,
             strict=not args.accept_inconsistent,
+            profile=args.profile,
         ) as qc:
             if warn:
                 for line in report.inconsistency_lines(i.message for i in qc.inconsistencies):
@@ -752,6 +783,13 @@ def _cmd_mount(args: argparse.Namespace) -> int:
             print(safe(f"warning: {line}"), file=sys.stderr)
 
         mount.serve(view, args.mountpoint, source=qc.host.path, ready=ready, warn=warn)
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from qemu_vmcore.debugger.profile_make import write_profile
+
+    write_profile(args.executable, args.output, debug_file=args.debug_file, force=args.force)
     return 0
 
 

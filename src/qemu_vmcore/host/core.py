@@ -214,6 +214,19 @@ class HostCore:
         starts = [m.hva for m in self.mappings if m.path == exe and m.file_offset == 0]
         return min(starts) if starts else None
 
+    def executable_load_bias(self) -> int | None:
+        """What the executable's link-time addresses were moved by (AT_PHDR
+        less PT_PHDR's address); None when the core does not tell."""
+        phdr_at, phnum = self.auxv.get(E.AT_PHDR), self.auxv.get(E.AT_PHNUM)
+        if phdr_at is None or not phnum or phnum > 256:
+            return None
+        try:
+            raw = self.read(phdr_at, phnum * HOST.phdr.size)
+        except MissingMemoryError:
+            return None
+        pt_phdr = next((p for p in HOST.phdr.iter_unpack(raw) if p.type == E.PT_PHDR), None)
+        return None if pt_phdr is None else (phdr_at - pt_phdr.vaddr) % (1 << 64)
+
     def executable_build_id(self) -> bytes | None:
         """The executable's GNU build-id, read from its headers in the core.
 
