@@ -236,13 +236,15 @@ def test_arch_argument(rig_case, script, tmp_path):
         f"source {script}",
         f"dump-guest-memory -q {out} 386",
         f"dump-guest-memory -q {out} aarch64-le",
+        f"dump-guest-memory -q {out} ppc64-le",
         f"dump-guest-memory -q {out} sparc",
         target=on_core(case),
     )
     assert "Traceback" not in proc.stderr
-    wrong, other, unknown = command_errors(proc)
+    wrong, arm, other, unknown = command_errors(proc)
     assert "ARCH 386 does not match this guest" in wrong and "X86_64" in wrong
-    assert "ARCH aarch64-le is not supported" in other and "x86" in other
+    assert "ARCH aarch64-le does not match this guest: it is an x86 guest" in arm
+    assert "ARCH ppc64-le is not supported" in other and "aarch64" in other
     assert "unknown ARCH 'sparc'" in unknown
     assert list(tmp_path.iterdir()) == []
 
