@@ -223,9 +223,12 @@ def open_drgn(
         check_regular(core.executable)
     prog = drgn.Program()
     try:
-        # The descriptor we parsed, not the path: drgn reads the very file
-        # we checked (even an unlinked, decompressed copy). drgn owns the dup.
-        prog.set_core_dump(os.dup(core.fd))
+        if getattr(core, "live", False):  # host/live.py: a frozen process
+            prog.set_pid(core.pid)  # type: ignore[attr-defined]
+        else:
+            # The descriptor we parsed, not the path: drgn reads the very file
+            # we checked (even an unlinked, decompressed copy). drgn owns the dup.
+            prog.set_core_dump(os.dup(core.fd))
     except Exception as e:  # noqa: BLE001 -- libdrgn's errors include plain Exception
         raise CoreFileError(f"{core.path}: drgn cannot read the core: {e}") from None
     want = core.executable_build_id()
