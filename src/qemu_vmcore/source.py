@@ -234,6 +234,19 @@ def open_qemu_core_in_gdb(
                       backing_files=backing_files, strict=strict)  # fmt: skip
 
 
+def live_pid_in_gdb() -> int | None:
+    """The pid of the live process gdb is attached to (``gdb -p PID``), or None.
+
+    gdb keeps it stopped (all-stop mode) while our command runs, so it is read
+    without freezing it again: QEMU's structures through gdb, guest RAM from
+    /proc/PID/mem (see :func:`open_qemu_process`).
+    """
+    from qemu_vmcore.debugger.gdb_backend import target_kind
+
+    kind, pid = target_kind()
+    return pid if kind == "native" and pid else None
+
+
 def core_in_gdb() -> str:
     """The path of the QEMU core gdb has open.
 

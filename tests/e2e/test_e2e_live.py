@@ -246,3 +246,54 @@ def test_exit_mid_read_leaves_no_output(tmp_path):
                 write(prepare(qc, out), kill_it)
         assert killed and not out.exists()
         assert [p.name for p in tmp_path.iterdir()] == ["q"]
+
+
+def test_gdb_p_writes_the_same_pages(qemu, tmp_path):
+    """`gdb -p PID`, `source $(qemu-vmcore gdb-script)`, `dump-guest-memory FILE`."""
+    import shutil
+
+    if shutil.which("gdb") is None:
+        pytest.skip("no gdb")
+    script = run_cli("gdb-script", check=True).stdout.strip()
+    out = tmp_path / "vmcore"
+    drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "DEBUGINFOD_URLS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    argv = ["gdb", "-batch", "-nx", "-p", str(qemu.pid), "-ex", f"source {script}",
+            "-ex", f"dump-guest-memory -q {out}"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=600)  # fmt: skip
+    assert "Traceback" not in proc.stderr and out.exists(), proc.stderr
+    assert compare_vmcores(out, qemu.reference).equal
+    assert note_segment(out) == note_segment(qemu.reference)
+    assert live.tracer_pid(qemu.pid) == 0
+    assert qemu.qmp.execute("query-status")["status"] == "paused"
+
+
+def test_replaced_executable(tmp_path):
+    """QEMU's binary deleted on disk since it started: read through /proc/PID/exe."""
+    import shutil
+    from dataclasses import replace
+
+    from support import rig
+
+    spec = live.LIVE_SPEC
+    copy = tmp_path / "qemu-system-x86_64"
+    shutil.copy2(rig.qemu_binary(spec.qemu, spec.arch), copy)
+    real = rig.qemu_binary
+    try:
+        rig.qemu_binary = lambda version, arch="x86_64": copy  # the rig's argv uses it
+        cm = live.live_qemu(tmp_path / "q", replace(spec, fill_mib=0))
+        q = cm.__enter__()
+    finally:
+        rig.qemu_binary = real
+    try:
+        copy.unlink()
+        assert os.readlink(f"/proc/{q.pid}/exe").endswith(" (deleted)")
+        out = tmp_path / "vmcore"
+        proc = run_cli("extract", "--pid", str(q.pid), "-o", out, "--json", check=True)
+        assert json.loads(proc.stdout)["missing"] == []
+        assert compare_vmcores(out, q.reference).equal
+        info = json.loads(run_cli("info", "--pid", str(q.pid), "--json", check=True).stdout)
+        assert info["qemu"]["version"]
+    finally:
+        cm.__exit__(None, None, None)

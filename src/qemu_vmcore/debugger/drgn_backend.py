@@ -253,6 +253,8 @@ def open_drgn(
         bid = f" (build-id {want.hex()})" if want else ""
         raise DebugInfoError(f"no debug info found for {exe}{bid}", hint=DEBUG_INFO_HINT)
     loaded = main.loaded_file_path or (os.fspath(qemu) if qemu else core.executable)
+    if qemu is not None and loaded and not os.path.exists(loaded):
+        loaded = os.fspath(qemu)  # a live QEMU's deleted binary: /proc/PID/exe, given
     executable = Path(loaded) if loaded else None
     if executable is not None and core.executable is not None:
         _serve_unsaved_from_file(prog, core, executable)
