@@ -45,6 +45,10 @@ class MissingMemoryError(VmcoreError):
     """Guest RAM is not in the core (not dumped, truncated, or unmapped)."""
 
 
+class ProcessError(VmcoreError):
+    """A live process (``--pid``) cannot be read: gone, not allowed, already traced."""
+
+
 class OutputError(VmcoreError):
     """The output file cannot be created or written."""
 

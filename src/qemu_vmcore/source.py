@@ -117,8 +117,11 @@ class QemuCore:
     def __enter__(self) -> QemuCore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, e: BaseException | None, tb: object) -> None:
         self.close()
+        gone = _process_gone(self.host, e) if e is not None else None
+        if gone is not None:  # a live process died while it was read
+            raise gone from None
 
 
 def _looks_like_qemu(host: HostCore) -> bool:
@@ -161,6 +164,55 @@ def open_qemu_core(
                       backing_files=backing_files, strict=strict, profile=profile)  # fmt: skip
 
 
+def open_qemu_process(
+    pid: int,
+    *,
+    qemu: Path | None = None,
+    debug_file: Path | None = None,
+    backend: str = "drgn",
+    strict: bool = True,
+    freeze: bool = True,
+) -> QemuCore:
+    """Open the live (or hung) QEMU process ``pid``, frozen until the result is closed.
+
+    The host layer is :class:`qemu_vmcore.host.live.LiveProcess`: guest RAM is
+    read from /proc/PID/mem, and the process is left as it was found when it
+    is closed, on every path (see host/live.py). An error raised while it is
+    open, once the process has died, becomes "exited while it was read".
+
+    :param freeze: False when the caller keeps it stopped (a gdb attached to it).
+    :raises VmcoreError: no such process, not QEMU, not allowed, already traced.
+    """
+    from qemu_vmcore.host import live
+
+    named = qemu is not None or debug_file is not None
+    live.check_qemu_process(pid, named=named)
+    host = live.open_process(pid, freeze=freeze)
+    if qemu is None and debug_file is None and host.deleted_executable:
+        qemu = Path(f"/proc/{pid}/exe")  # replaced on disk: the file it runs is still here
+    try:
+        qc = _open_host(host, qemu=qemu, debug_file=debug_file, backend=backend,
+                        backing_files=False, strict=strict)  # fmt: skip
+    except BaseException as e:
+        gone = _process_gone(host, e)
+        if gone is not None:
+            raise gone from None
+        raise
+    return qc
+
+
+def _process_gone(host: HostCore, e: BaseException) -> VmcoreError | None:
+    """The error to raise instead of ``e`` when the live process died under us."""
+    from qemu_vmcore.errors import ProcessError
+
+    if not getattr(host, "live", False) or isinstance(e, (KeyboardInterrupt, ProcessError)):
+        return None
+    if not isinstance(e, (VmcoreError, OSError, EOFError)) or host.alive():  # type: ignore[attr-defined]
+        return None
+    pid = host.pid  # type: ignore[attr-defined]
+    return ProcessError(f"process {pid} exited while it was read; no output written", pid=pid)
+
+
 def open_qemu_core_in_gdb(
     core_path: str | None = None, *, backing_files: bool = True, strict: bool = True
 ) -> QemuCore:
@@ -186,6 +238,19 @@ def open_qemu_core_in_gdb(
         given = Path(loaded)
     return _open_host(host, qemu=given, debug_file=None, backend="gdb",
                       backing_files=backing_files, strict=strict)  # fmt: skip
+
+
+def live_pid_in_gdb() -> int | None:
+    """The pid of the live process gdb is attached to (``gdb -p PID``), or None.
+
+    gdb keeps it stopped (all-stop mode) while our command runs, so it is read
+    without freezing it again: QEMU's structures through gdb, guest RAM from
+    /proc/PID/mem (see :func:`open_qemu_process`).
+    """
+    from qemu_vmcore.debugger.gdb_backend import target_kind
+
+    kind, pid = target_kind()
+    return pid if kind == "native" and pid else None
 
 
 def core_in_gdb() -> str:

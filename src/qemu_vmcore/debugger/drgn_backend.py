@@ -224,9 +224,12 @@ def open_drgn(
         check_regular(core.executable)
     prog = drgn.Program()
     try:
-        # The descriptor we parsed, not the path: drgn reads the very file
-        # we checked (even an unlinked, decompressed copy). drgn owns the dup.
-        prog.set_core_dump(os.dup(core.fd))
+        if getattr(core, "live", False):  # host/live.py: a frozen process
+            prog.set_pid(core.pid)  # type: ignore[attr-defined]
+        else:
+            # The descriptor we parsed, not the path: drgn reads the very file
+            # we checked (even an unlinked, decompressed copy). drgn owns the dup.
+            prog.set_core_dump(os.dup(core.fd))
     except Exception as e:  # noqa: BLE001 -- libdrgn's errors include plain Exception
         raise CoreFileError(f"{core.path}: drgn cannot read the core: {e}") from None
     want = core.executable_build_id()
@@ -251,6 +254,8 @@ def open_drgn(
         bid = f" (build-id {want.hex()})" if want else ""
         raise DebugInfoError(f"no debug info found for {exe}{bid}", hint=DEBUG_INFO_HINT)
     loaded = main.loaded_file_path or (os.fspath(qemu) if qemu else core.executable)
+    if qemu is not None and loaded and not os.path.exists(loaded):
+        loaded = os.fspath(qemu)  # a live QEMU's deleted binary: /proc/PID/exe, given
     executable = Path(loaded) if loaded else None
     if executable is not None and core.executable is not None:
         _serve_unsaved_from_file(prog, core, executable)

@@ -115,6 +115,13 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         "executable name or path; alone, the newest core of a QEMU",
     )
     p.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="read a live or hung QEMU process instead of a core: it is frozen (ptrace) while "
+        "it is read and left as it was found, running or stopped",
+    )
+    p.add_argument(
         "--tmpdir",
         type=Path,
         metavar="DIR",
@@ -658,6 +665,13 @@ def _open(args: argparse.Namespace, *, warn: bool = True) -> Iterator[QemuCore]:
 
     if args.backend == "gdb":
         raise VmcoreError(f"--backend gdb works with extract only, not {args.command}")
+    if getattr(args, "pid", None) is not None:
+        with _open_pid(args) as qc:
+            if warn:
+                for line in report.inconsistency_lines(i.message for i in qc.inconsistencies):
+                    print(line, file=sys.stderr)
+            yield qc
+        return
     with core_file(args.core, coredump=args.coredump, tmpdir=args.tmpdir,
                    progress=_progress(args)) as core:  # fmt: skip
         with open_qemu_core(
@@ -673,6 +687,16 @@ def _open(args: argparse.Namespace, *, warn: bool = True) -> Iterator[QemuCore]:
                 for line in report.inconsistency_lines(i.message for i in qc.inconsistencies):
                     print(line, file=sys.stderr)
             yield qc
+
+
+def _open_pid(args: argparse.Namespace):
+    """The live QEMU of ``--pid``, frozen while the command runs."""
+    from qemu_vmcore.source import open_qemu_process
+
+    if args.core is not None or args.coredump is not None:
+        raise VmcoreError("name a core file, --coredump MATCH or --pid PID (one of them)")
+    return open_qemu_process(args.pid, qemu=args.qemu, debug_file=args.debug_file,
+                             strict=not args.accept_inconsistent)  # fmt: skip
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -721,6 +745,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     options = _dump_options(args)
     inputs = [args.core] if args.core is not None else []
     check_output(args.output, force=args.force, inputs=inputs)  # refuse before the slow part
+    if args.backend == "gdb" and args.pid is not None:
+        raise VmcoreError("--backend gdb reads a core, not --pid")
     if args.backend == "gdb":
         from qemu_vmcore.extract import extract_in_gdb
         from qemu_vmcore.plan import DumpOptions

@@ -43,6 +43,8 @@ class ExtentKind(enum.Enum):
     NOT_DUMPED = "not dumped"  # mapped, but the kernel wrote no bytes for it
     TRUNCATED = "truncated"  # the core file ends before these bytes
     UNMAPPED = "unmapped"  # no PT_LOAD covers this address
+    # A live process's anonymous page it never touched (host/live.py): zeros, not read.
+    UNTOUCHED = "never touched"
 
 
 @dataclass(frozen=True)

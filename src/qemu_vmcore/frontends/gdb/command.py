@@ -117,15 +117,27 @@ def run(args: argparse.Namespace) -> dict:
     """Open the core gdb has, print the RAM table, extract; what was written,
     as :func:`qemu_vmcore.report.extract_dict` data."""
     from qemu_vmcore.extract import check_output, prepare, write
-    from qemu_vmcore.source import core_in_gdb, open_qemu_core_in_gdb
+    from qemu_vmcore.source import (
+        core_in_gdb,
+        live_pid_in_gdb,
+        open_qemu_core_in_gdb,
+        open_qemu_process,
+    )
 
     arch = parse_gdb_arch(args.arch)
     output = Path(os.path.abspath(os.path.expanduser(args.file)))
-    core_path = core_in_gdb()
-    check_output(output, force=args.force, inputs=[core_path])  # refuse before the slow part
-    with open_qemu_core_in_gdb(
-        core_path, backing_files=not args.no_backing_files, strict=not args.accept_inconsistent
-    ) as qc:
+    pid = live_pid_in_gdb()
+    core_path = core_in_gdb() if pid is None else None
+    # Refuse before the slow part.
+    check_output(output, force=args.force, inputs=[core_path] if core_path else [])
+    if pid is not None:  # gdb -p PID: gdb holds it stopped; RAM from /proc/PID/mem
+        opened = open_qemu_process(pid, backend="gdb", freeze=False,
+                                   strict=not args.accept_inconsistent)  # fmt: skip
+    else:
+        opened = open_qemu_core_in_gdb(
+            core_path, backing_files=not args.no_backing_files, strict=not args.accept_inconsistent
+        )
+    with opened as qc:
         if not args.quiet:
             for line in report.ram_table_lines(qc):
                 _write(line)
@@ -152,6 +164,9 @@ def _save_status(path: Path | None, status: dict) -> None:
 # gdb prints this for `help dump-guest-memory`: its first line is the summary
 # in `help data`, the rest is laid out as gdb's own help texts are.
 HELP = """Write the guest's vmcore from the QEMU core gdb has open (qemu-vmcore).
+
+Under `gdb -p PID` it reads the live QEMU gdb holds stopped: QEMU's state
+through gdb, guest RAM from /proc/PID/mem.
 
 Usage: dump-guest-memory [OPTIONS] FILE [ARCH]
 
