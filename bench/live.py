@@ -12,8 +12,8 @@ which it writes 2 GiB), pauses it with QMP ``stop``, then times:
 Targets (issue 16): at most a fifth of QMP's time, a tenth of gcore+extract's,
 frozen time about the extraction's. Scratch files are deleted; QEMU is killed.
 
-    sudo .venv/bin/python bench/live.py                       # 16 GiB, 2 GiB written
-    sudo .venv/bin/python bench/live.py --mem 2048 --fill 256 # a smaller guest
+    .venv/bin/python bench/live.py                       # 16 GiB, 2 GiB written
+    .venv/bin/python bench/live.py --mem 2048 --fill 256 # a smaller guest
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ in one run with a warm page cache, medians of repeated runs:
 and, on every standard rig case, peak RSS; on the smallest, the fixed cost
 (start-up included). Each budget is printed with its measured value.
 
-    sudo .venv/bin/python bench/scale.py            # everything (minutes)
-    sudo .venv/bin/python bench/scale.py --no-gdb   # skip the slow gdb script
+    .venv/bin/python bench/scale.py            # everything (minutes)
+    .venv/bin/python bench/scale.py --no-gdb   # skip the slow gdb script
 """
 
 from __future__ import annotations
