@@ -76,12 +76,13 @@ def write_core(path: Path) -> Path:
     return path
 
 
-def open_fake(path, ranges, *, info=None, long_mode=True):
+def open_fake(path, ranges, *, info=None, ncpus=2, long_mode=True):
+    """A QemuCore over the synthetic core at ``path``: what source.py would open."""
     host = open_core(path)
     qc = QemuCore(
         host=host, dbg=None, ranges=list(ranges),
         memory=GuestPhysicalMemory(list(ranges), host), arch=X86,
-        vcpus=[vcpu(i, long_mode) for i in range(2)], executable=None,
+        vcpus=[vcpu(i, long_mode) for i in range(ncpus)], executable=None,
         _vmcoreinfo=Search(info, "test"),
     )  # fmt: skip
     qc.accelerator = "tcg"  # no debugger to ask (a cached_property)

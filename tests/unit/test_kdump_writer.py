@@ -16,35 +16,22 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import synth
+from support import synth, viewsynth
 from support.kdump_reader import Kdump, unflatten
 from support.synth import PAGE
+from support.viewsynth import G4, HI_HVA, LO_HVA, VMCI_TEXT, page_of, vmcoreinfo
 
-from qemu_vmcore.arch.x86 import ARCH as X86
-from qemu_vmcore.arch.x86.cpu import HF_LMA_MASK, Segment, X86State
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import extract
-from qemu_vmcore.guest.physmem import GuestPhysicalMemory
-from qemu_vmcore.guest.vmcoreinfo import Search, VmcoreInfo, parse_text
-from qemu_vmcore.host.core import open_core
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts import kdump as K
 from qemu_vmcore.plan import DumpOptions
 from qemu_vmcore.qemu.memory import GuestRange
-from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers import compress, kdump
 
-LO_HVA, HI_HVA = 0x7F10_0000_0000, 0x7F20_0000_0000
+# Fewer pages than viewsynth's guest (and a high range ending on a page): its
+# own RAM, at viewsynth's host addresses.
 LO_PAGES, HI_PAGES = 600, 8
-G4 = 1 << 32
-TEXT = b"The quick brown fox jumps over the lazy dog. " * 91  # compresses well
-VMCI_TEXT = b"OSRELEASE=6.1.0-test\nNUMBER(phys_base)=-73400320\nSYMBOL(_stext)=ffffffff81000000\n"
-
-
-def page_of(kind: str, seed: int) -> bytes:
-    if kind == "text":
-        return (f"{seed:08d}".encode() + TEXT)[:PAGE]
-    return synth.pattern(PAGE, seed=seed)
 
 
 def guest_ram() -> tuple[bytes, bytes]:
@@ -63,15 +50,6 @@ RANGES = [
     GuestRange(0x100000, LO_PAGES * PAGE - 0x800, LO_HVA + 0x100000, "pc.ram", "ram-below-4g", 1),
     GuestRange(G4, G4 + HI_PAGES * PAGE, HI_HVA, "hi", "ram-above-4g", 2),
 ]
-
-
-def vcpu(index: int, long_mode: bool = True) -> X86State:
-    seg = Segment(0, 0, 0, 0)
-    return X86State(
-        index=index, regs=tuple(range(16)), rip=0x1000, rflags=2, segs=(seg,) * 6,
-        ldt=seg, tr=seg, gdt=seg, idt=seg, cr=(1, 0, 0, 0, 0), kernel_gs_base=0,
-        hflags=HF_LMA_MASK if long_mode else 0,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +78,7 @@ def expected_pages(lo: bytes, hi: bytes, ranges=RANGES) -> dict[int, bytes]:
 
 
 def open_fake(path, ranges=RANGES, info=None, ncpus=2, long_mode=True):
-    host = open_core(path)
-    qc = QemuCore(
-        host=host,
-        dbg=None,
-        ranges=list(ranges),
-        memory=GuestPhysicalMemory(list(ranges), host),
-        arch=X86,
-        vcpus=[vcpu(i, long_mode) for i in range(ncpus)],
-        executable=None,
-        _vmcoreinfo=Search(info, "test"),
-    )
-    qc.accelerator = "tcg"  # no debugger to ask (a cached_property)
-    return qc
-
-
-def vmcoreinfo() -> VmcoreInfo:
-    note = E.note_bytes(b"VMCOREINFO", 0, VMCI_TEXT)
-    return VmcoreInfo(note=note, gpa=0, source="test", verified=True, fields=parse_text(VMCI_TEXT))
+    return viewsynth.open_fake(path, ranges, info=info, ncpus=ncpus, long_mode=long_mode)
 
 
 def write(core, tmp_path, name="out", ranges=RANGES, info=None, **options) -> bytes:
