@@ -217,7 +217,7 @@ def _fpsr_fpcr(dbg: Debugger, env: Value) -> tuple[int, int]:
     return fpscr & FPSR_MASK, fpscr & FPCR_MASK
 
 
-def _exceptbits(dbg: Debugger, host: int, ah: bool, names: dict[str, int]) -> int:
+def _exceptbits(host: int, ah: bool, names: dict[str, int]) -> int:
     """``vfp_exceptbits_from_host()``: softfloat flags -> FPSR's cumulative bits.
 
     :param names: the flag enumerators' values, by role.
@@ -270,7 +270,7 @@ def _fpscr_from_host_72(dbg: Debugger, vfp: Value) -> int:
     # FZ16 does not generate an input denormal exception.
     for half in ("fp_status_f16", "standard_fp_status_f16"):
         bits |= _flags(vfp.member(half)) & ~f["input_denormal"]
-    return _exceptbits(dbg, bits, False, f)
+    return _exceptbits(bits, False, f)
 
 
 def _fpsr_from_host_10(dbg: Debugger, vfp: Value) -> int:
@@ -289,7 +289,7 @@ def _fpsr_from_host_10(dbg: Debugger, vfp: Value) -> int:
     # Flushing an input denormal only because of FPCR.FIZ does not set IDC.
     if fpcr & (FPCR_FZ | FPCR_AH) != FPCR_FZ:
         a64 &= ~f["input_denormal"]
-    return _exceptbits(dbg, a64, bool(fpcr & FPCR_AH), f) | _exceptbits(dbg, a32, False, f)
+    return _exceptbits(a64, bool(fpcr & FPCR_AH), f) | _exceptbits(a32, False, f)
 
 
 def _sve(dbg: Debugger, arm: Value, env: Value, zraw: bytes, zsize: int) -> SveState | None:
