@@ -12,4 +12,8 @@ echo "== rig cases"
 .venv/bin/python tests/rig/make_case.py
 echo "== tests"
 # -rs: say why a test was skipped (e.g. the KVM case where KVM does not work).
-exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider tests "$@"
+# -n: one worker per core (pytest-xdist). Most tests wait on one process at a
+# time (a consumer, a CLI run, a TCG guest), so a single worker left the
+# second core idle. --dist loadfile keeps a file's tests on one worker, so a
+# module's fixtures (its extractions) are made once, not once per worker.
+exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider -n "$(nproc)" --dist loadfile tests "$@"

@@ -18,7 +18,7 @@ set -euo pipefail
 debver="9.0.2+~16.3-1"
 target=ARM64
 dir="$RIG_CACHE/crash-arm64"
-stamp="crash=$debver target=$target"
+stamp="crash=$debver target=$target cflags=-O1"
 
 if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ] && [ -x "$dir/crash" ]; then
   log "crash $debver for $target already built"
@@ -43,12 +43,13 @@ fi
 # libbacktrace (for gdb's own crash reports) and debuginfod (a downloader).
 gdb_conf="--target=aarch64-elf-linux --disable-tui --disable-libctf --disable-libbacktrace --without-debuginfod"
 # lzo snappy zstd: goals that add those libraries (the kdump-compressed
-# formats the tool writes) to the one build. CFLAGS without -g: gdb compiles
-# faster, and the binary is stripped anyway. MAKEINFO=true reaches gdb's make
+# formats the tool writes) to the one build. CFLAGS -O1 without -g: gdb compiles
+# faster (it runs beside the QEMU builds on a cold machine), and the binary is
+# stripped anyway. MAKEINFO=true reaches gdb's make
 # (command-line variables pass to sub-makes) and skips its manual, which the
 # Debian tarball ships as texinfo only; crash never needs it.
 start=$SECONDS
-(cd "$src" && CFLAGS=-O2 CXXFLAGS=-O2 "${offline[@]}" \
+(cd "$src" && CFLAGS=-O1 CXXFLAGS=-O1 "${offline[@]}" \
     make -j"$(nproc)" target="$target" GDB_CONF_FLAGS="$gdb_conf" MAKEINFO=true \
       lzo snappy zstd >"$dir/build.log" 2>&1) || {
   tail -30 "$dir/build.log" >&2; exit 1; }

@@ -26,6 +26,8 @@ want_pkgs=(
   # a journal with coredump entries for the coredumpctl test (the daemon is
   # not started; coredumpctl itself comes from tests/rig/coredumpctl.sh)
   systemd-journal-remote
+  # a real debuginfod server (and its client library) for the stripped-QEMU case
+  debuginfod
   # crash for arm64 guests (tests/rig/build-crash.sh; the gdb it embeds needs
   # GMP, MPFR and a termcap library; lzo, snappy and zstd read kdump pages)
   libncurses-dev libgmp-dev libmpfr-dev libsnappy-dev
