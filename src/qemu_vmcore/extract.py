@@ -21,7 +21,7 @@ from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.layouts.kdump import PAGE_SIZE as K_PAGE_SIZE
 from qemu_vmcore.plan import DumpOptions, select_ranges
-from qemu_vmcore.qemu.memory import GuestRange
+from qemu_vmcore.qemu.memory import GuestRange, MapSource
 from qemu_vmcore.source import QemuCore
 from qemu_vmcore.writers.copy import Progress
 from qemu_vmcore.writers.elf import ElfImage, VirtualLoad, build_image, write_elf
@@ -71,6 +71,8 @@ class ExtractResult:
     accelerator: str = "tcg"
     #: Whether the VMCOREINFO search stopped at its candidate limit.
     vmcoreinfo_capped: bool = False
+    #: Where the guest-physical map came from (qemu.memory.MapSource).
+    map_source: MapSource | None = None
 
 
 def minimal_notes() -> bytes:
@@ -165,6 +167,10 @@ class Prepared:
     @property
     def accelerator(self) -> str:
         return self.qc.accelerator
+
+    @property
+    def map_source(self) -> MapSource:
+        return self.qc.map_source
 
     @property
     def inconsistencies(self) -> tuple[str, ...]:
@@ -278,6 +284,7 @@ def write(prepared: Prepared, progress: Progress = lambda n: None) -> ExtractRes
         inconsistencies=p.inconsistencies,
         accelerator=p.accelerator,
         vmcoreinfo_capped=p.vmcoreinfo_capped,
+        map_source=p.map_source,
     )
 
 

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from qemu_vmcore.errors import VmcoreError
 from qemu_vmcore.extract import ExtractResult, Prepared
-from qemu_vmcore.qemu import memdevices, versions
+from qemu_vmcore.qemu import memdevices, memory, versions
 from qemu_vmcore.qemu.crosscheck import Inconsistency
 from qemu_vmcore.qemu.memdevices import MemoryOwner
 from qemu_vmcore.source import QemuCore
@@ -57,6 +57,8 @@ def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
             for c in qc.vcpus
         ],
         "vmcoreinfo": _vmcoreinfo_dict(qc) if vmcoreinfo else None,
+        # The FlatView, or (a cut core) the MemoryRegion tree rendered here.
+        "map": qc.map_source.as_dict(),
         # Accepted with --accept-inconsistent (qemu/crosscheck.py); else empty.
         "inconsistencies": [p.message for p in qc.inconsistencies],
         "ram_bytes": qc.ram_total,
@@ -147,6 +149,7 @@ def _notices(x: Prepared | ExtractResult) -> dict:
         "missing": _pieces(x.missing),
         "backing_files": _backing(x.backing),
         "vmcoreinfo": vmcoreinfo_used(x.vmcoreinfo, x.vmcoreinfo_capped),
+        "map": x.map_source.as_dict() if x.map_source else None,
     }
 
 
@@ -200,6 +203,9 @@ def warning_lines(data: dict, *, missing_as: str = "written as zeros") -> list[s
         serves zeros, ``drgn`` faults).
     """
     lines = inconsistency_lines(data["inconsistencies"])
+    line = map_line(data.get("map"))
+    if line:
+        lines.append(line)
     if data["accelerator"] != versions.TCG_ACCEL:
         lines.append(
             f"warning: QEMU ran with {safe(data['accelerator'])}: the vCPU registers are the "
@@ -214,6 +220,24 @@ def warning_lines(data: dict, *, missing_as: str = "written as zeros") -> list[s
     if unverified:
         lines.append(unverified)
     return lines
+
+
+def map_line(source: dict | None) -> str | None:
+    """The warning for a guest-physical map that is not QEMU's FlatView."""
+    if not source or source["kind"] == memory.FLATVIEW:
+        return None
+    return safe(
+        f"warning: guest-physical map rendered from {source['expr']} (QEMU's MemoryRegion "
+        f"tree, by QEMU's rules): {source['why']}"
+    )
+
+
+def lost_records_line(count: int) -> str:
+    """The warning after a log some of whose records the (cut) core lacks."""
+    return (
+        f"warning: {count} log record{'s' if count != 1 else ''} not printed: "
+        "they lie in guest RAM the core lacks (cut short?)"
+    )
 
 
 def summary_line(data: dict) -> str:
@@ -373,6 +397,9 @@ def print_info(data: dict, file: TextIO | None = None) -> None:
         else:
             console.print(f"kernel       unknown: no VMCOREINFO found ({v['device']})")
     console.print(f"guest RAM    {_mib(data['ram_bytes'])} in {len(data['ranges'])} ranges")
+    m = data["map"]
+    if m["kind"] != memory.FLATVIEW:  # said only when it is not QEMU's own FlatView
+        console.print(f"map          rendered from {m['expr']}: {m['why']}")
     table = Table(box=None, pad_edge=False)
     columns = ("guest start", "guest end", "size", "host address", "RAMBlock", "device", "in core")
     for col in columns:

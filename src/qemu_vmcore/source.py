@@ -44,6 +44,11 @@ class QemuCore:
     #: qemu/crosscheck.py); only non-empty when opened with ``strict=False``.
     inconsistencies: list[crosscheck.Inconsistency] = field(default_factory=list)
     _vmcoreinfo: vmcoreinfo.Search | None = field(default=None, repr=False)
+    #: Where ``ranges`` came from: QEMU's FlatView, or (a cut core) its
+    #: MemoryRegion tree rendered by QEMU's rules.
+    map_source: memory.MapSource = field(
+        default=memory.MapSource(memory.FLATVIEW, f"{versions.ADDRESS_SPACE_MEMORY}.current_map")
+    )
 
     # Facts only ``info`` shows are computed on first use, keeping them (and
     # pyelftools) out of extract's start-up.
@@ -65,9 +70,11 @@ class QemuCore:
             )  # fmt: skip
         return self._vmcoreinfo
 
-    def dmesg(self) -> Iterator[bytes]:
+    def dmesg(self, lost: list[int] | None = None) -> Iterator[bytes]:
         """The guest kernel's log, one record per line as vmcore-dmesg prints it.
 
+        :param lost: collects the ids of records that lie in guest RAM the
+            core lacks (a cut core), which are skipped; None: they raise.
         :raises VmcoreError: no VMCOREINFO (the log cannot be located), or a
             log ring that does not hold together.
         """
@@ -75,12 +82,15 @@ class QemuCore:
 
         search = self.vmcoreinfo()
         if search.chosen is None:
+            # Why the device's note, or the best candidate, was turned down:
+            # on a cut core, typically RAM past the cut.
+            why = f"; {search.rejected[0]}" if search.rejected else ""
             raise VmcoreError(
-                f"no VMCOREINFO found in guest RAM ({search.device_state}); "
+                f"no VMCOREINFO found in guest RAM ({search.device_state}{why}); "
                 "the guest kernel's log cannot be located"
             )
         layout = self.arch.kernel_layout(search.chosen)
-        return printk.records(self.memory, search.chosen, layout)
+        return printk.records(self.memory, search.chosen, layout, lost=lost)
 
     def vcpu_page_tables(self) -> tuple[PageTables, ...]:
         """The kernel page tables the vCPUs run on, for confirming VMCOREINFO."""
@@ -387,7 +397,7 @@ def _open(
     if not dbg.has_variable(versions.ADDRESS_SPACE_MEMORY):
         raise NotQemuError(f"{host.path}: {_program_name(host)} is not a QEMU system emulator")
     guest_arch = arches.detect(dbg)
-    ranges = memory.guest_ram(dbg)
+    ranges, map_source = _guest_map(dbg, host)
     crosscheck.require_ram(ranges)
     cpus = state.vcpus(dbg)
     indices = [int(cpu.member("cpu_index")) for cpu in cpus]
@@ -409,9 +419,50 @@ def _open(
         vcpus=guest_arch.read_vcpus(dbg, cpus),
         executable=dbg.executable,
         inconsistencies=problems,
+        map_source=map_source,
     )
     _check_machine_ram_present(qc, strict)
     return qc
+
+
+def _guest_map(dbg: Debugger, host: HostCore) -> tuple[list[GuestRange], memory.MapSource]:
+    """The guest RAM ranges, from the FlatView; on a cut core whose FlatView
+    lies past the cut, from the MemoryRegion tree instead (qemu/render.py).
+
+    Only a *cut* core falls back, and only for a FlatView that cannot be
+    read: a FlatView that reads as nonsense in a whole core is corruption,
+    and a map rebuilt around it could be plausible and wrong.
+    """
+    from qemu_vmcore.qemu import render
+
+    try:
+        return memory.guest_ram(dbg), memory.MapSource(
+            memory.FLATVIEW, f"{versions.ADDRESS_SPACE_MEMORY}.current_map"
+        )
+    except QemuStateError as e:
+        if not _cut_off(host, e.context.get("address")):
+            raise
+        flat_error = e
+    try:
+        ranges = memory.join_sections(memory.ram_sections(dbg, render.rendered_ranges(dbg)))
+    except QemuStateError as e:
+        raise QemuStateError(
+            f"{flat_error.message}; nor could the map be rendered from the MemoryRegion "
+            f"tree: {e.message}"
+        ) from None
+    why = f"the FlatView lies past the cut ({flat_error.message})"
+    return ranges, memory.MapSource(
+        memory.REGION_TREE, f"{versions.ADDRESS_SPACE_MEMORY}.root", why
+    )
+
+
+def _cut_off(host: HostCore, address: object) -> bool:
+    """Whether a failed read at ``address`` failed because the core is cut there."""
+    from qemu_vmcore.host.core import ExtentKind
+
+    if not host.truncated or not isinstance(address, int) or not 0 <= address < 1 << 64:
+        return False
+    return host.extents(address, 1)[0].kind is ExtentKind.TRUNCATED
 
 
 _ACCEPT_HINT = "--accept-inconsistent writes the vmcore anyway, with a warning"

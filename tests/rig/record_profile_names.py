@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("names", nargs="*")
     ap.add_argument("--write", action="store_true", help="merge into profile_names.py")
     args = ap.parse_args()
-    cases = args.names or [n for n in rig.STANDARD_CASES if (rig.case_dir(n) / "core").exists()]
+    cases = args.names or [n for n in rig.DWARF_CASES if (rig.case_dir(n) / "core").exists()]
     seen = Names()
     for name in cases:
         got = record(rig.case_dir(name) / "core")

@@ -63,6 +63,11 @@ __all__ = [
     "case_dir",
     "qemu_dir",
     "qemu_binary",
+    "stripped_qemu",
+    "kept_debug_file",
+    "case_qemu_binary",
+    "STRIPPED_CASES",
+    "DWARF_CASES",
     "qemu_src",
     "qemu_stamp",
     "wait_for_qemu_build",
@@ -175,6 +180,9 @@ class CaseSpec:
     # -S: the vCPUs never run (still at the reset vector or -kernel's boot
     # stub, MMU off); the case is ready as soon as QEMU's QMP socket is there.
     start_paused: bool = False
+    # QEMU runs from a stripped copy of the build (see stripped_qemu), as a
+    # distribution ships it: the core's executable carries no debug info.
+    stripped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The spec as it is stored in meta.json (tuples become lists)."""
@@ -408,6 +416,15 @@ AARCH64_CASES: tuple[CaseSpec, ...] = (
     _virt("a10-virt-early", "10.0", smp=2, start_paused=True),
 )  # fmt: skip
 
+#: Guests run under a stripped QEMU (tests/e2e/test_e2e_debuginfo.py): their
+#: cores need the debug info found elsewhere (debuginfod, /usr/lib/debug,
+#: .gnu_debuglink, --debug-file) or a profile, so the tests that read every
+#: case with the build's own DWARF leave them out (case_names, DWARF_CASES).
+STRIPPED_CASES: tuple[CaseSpec, ...] = (
+    CaseSpec("q10-q35-stripped", qemu="10.0", machine="q35", mem_mib=512, smp=2, fill_mib=32,
+             stripped=True),
+)  # fmt: skip
+
 #: Cases only the benchmarks use: make_case.py (and so CI) makes them only
 #: when named, since they cost minutes and tens of GB of disk.
 BENCH_ONLY = frozenset({"q10-q35-16g"})
@@ -468,13 +485,23 @@ STANDARD_CASES: dict[str, CaseSpec] = {
     )
     + LAYOUT_CASES
     + AARCH64_CASES
+    + STRIPPED_CASES
 }
 
 
 def case_names(arch: str = "x86_64") -> list[str]:
-    """Names of the standard cases of guest architecture `arch`, in STANDARD_CASES order."""
+    """Names of the standard cases of guest architecture `arch`, in STANDARD_CASES order.
+
+    Leaves out the stripped-QEMU cases, whose debug info is not with the core."""
     _arch(arch)
-    return [name for name, spec in STANDARD_CASES.items() if spec.arch == arch]
+    return [n for n, s in STANDARD_CASES.items() if s.arch == arch and not s.stripped]
+
+
+#: Every case whose QEMU carries its debug info (all but STRIPPED_CASES and
+#: BENCH_ONLY): what the tests that read every case through DWARF take.
+DWARF_CASES: tuple[str, ...] = tuple(
+    n for n, s in STANDARD_CASES.items() if not s.stripped and n not in BENCH_ONLY
+)
 
 
 # --------------------------------------------------------------------------
@@ -506,6 +533,55 @@ def qemu_dir(version: str) -> Path:
 def qemu_binary(version: str, arch: str = "x86_64") -> Path:
     """QEMU `version`'s qemu-system-<arch> (build-qemu.sh builds both in one tree)."""
     return qemu_dir(version) / "build" / f"qemu-system-{_arch(arch).name}"
+
+
+def stripped_dir(version: str) -> Path:
+    """Where stripped_qemu() puts QEMU `version`'s stripped binaries."""
+    return qemu_dir(version) / "stripped"
+
+
+def kept_debug_file(version: str, arch: str = "x86_64") -> Path:
+    """The debug info stripped from qemu-system-<arch>, kept where no debugger looks."""
+    return qemu_dir(version) / "debug-kept" / f"qemu-system-{_arch(arch).name}.debug"
+
+
+def stripped_qemu(version: str, arch: str = "x86_64") -> Path:
+    """A stripped copy of QEMU `version`'s qemu-system-<arch>, made once per build.
+
+    As distributions ship it: ``objcopy --strip-debug`` keeps the build-id,
+    and a ``.gnu_debuglink`` names ``qemu-system-<arch>.debug`` (the file
+    kept_debug_file() holds, which is neither next to the binary nor under
+    /usr/lib/debug, so nothing finds it unless a test puts it there).
+    """
+    binary = qemu_binary(version, arch)
+    out = stripped_dir(version) / binary.name
+    debug = kept_debug_file(version, arch)
+    stamp = out.with_name(binary.name + ".stamp")
+    want = f"{qemu_stamp(version)} {binary.stat().st_size} {binary.stat().st_mtime_ns}"
+    with _case_lock(f"stripped-{version}-{binary.name}"):
+        if out.is_file() and debug.is_file() and stamp.is_file() and stamp.read_text() == want:
+            return out
+        for d in (out.parent, debug.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        tmp_debug, tmp_out = debug.with_suffix(".tmp"), out.with_suffix(".tmp")
+        subprocess.run(["objcopy", "--only-keep-debug", binary, tmp_debug], check=True)
+        # The debuglink records the base name and a CRC of the debug file.
+        link = tmp_debug.with_name(debug.name)
+        os.replace(tmp_debug, link)
+        subprocess.run(
+            ["objcopy", "--strip-debug", f"--add-gnu-debuglink={link}", binary, tmp_out],
+            check=True,
+        )
+        os.replace(tmp_out, out)
+        stamp.write_text(want)
+        return out
+
+
+def case_qemu_binary(spec: CaseSpec) -> Path:
+    """The QEMU executable a case's guest runs under (stripped for spec.stripped)."""
+    if spec.stripped:
+        return stripped_dir(spec.qemu) / qemu_binary(spec.qemu, spec.arch).name
+    return qemu_binary(spec.qemu, spec.arch)
 
 
 def qemu_src(version: str) -> Path:
@@ -658,7 +734,7 @@ def qemu_argv(spec: CaseSpec, dir: Path, marker: str) -> list[str]:
     arch = _arch(spec.arch)
     g = guest_dir(spec.arch)
     argv = [
-        str(qemu_binary(spec.qemu, spec.arch)),
+        str(case_qemu_binary(spec)),
         *arch.firmware_args,
         "-machine",
         f"{spec.machine},dump-guest-core={'on' if spec.dump_guest_core else 'off'}",
@@ -735,7 +811,7 @@ def _case_from_meta(spec: CaseSpec, d: Path, meta: dict) -> Case:
         dir=d,
         core=d / "core",
         reference=(d / "reference.elf") if spec.reference else None,
-        qemu_binary=qemu_binary(spec.qemu, spec.arch),
+        qemu_binary=case_qemu_binary(spec),
         qemu_src=qemu_src(spec.qemu),
         meta=meta,
     )
@@ -794,6 +870,8 @@ def ensure_case(spec: CaseSpec, force: bool = False) -> Case:
     """Return the case for `spec`, making it if missing or stale (or `force`)."""
     guest = ensure_guest(spec.arch)
     stamp = _check_qemu_build(spec.qemu, spec.arch)
+    if spec.stripped:
+        stripped_qemu(spec.qemu, spec.arch)
     with _case_lock(spec.name):
         if not force:
             case = _valid_cached(spec, guest, stamp)
@@ -1154,7 +1232,7 @@ def _make_case(spec: CaseSpec, guest: dict[str, str], stamp: str) -> Case:
         "marker": marker,
         "qemu_version": spec.qemu,
         "qemu_version_stamp": stamp,
-        "qemu_binary": str(qemu_binary(spec.qemu, spec.arch)),
+        "qemu_binary": str(case_qemu_binary(spec)),
         "qemu_src": str(qemu_src(spec.qemu)),
         "qemu_argv": argv,
         "pid": proc.pid,

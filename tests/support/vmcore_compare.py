@@ -94,3 +94,38 @@ def _read(fd: int, load: Load, rel: int, n: int) -> bytes:
     in_file = max(0, min(n, load.filesz - rel))
     data = os.pread(fd, in_file, load.offset + rel) if in_file else b""
     return data.ljust(n, b"\0")
+
+
+def compare_present(
+    ours: Path, reference: Path, missing: list[tuple[int, int]]
+) -> tuple[int, list[int]]:
+    """Compare a vmcore of a cut core with the reference, page for page, outside
+    ``missing`` (``[gpa, end)`` ranges, which must read as zeros in ``ours``).
+
+    Returns (pages compared, up to 16 differing guest-physical page addresses).
+    The two must have the same ranges (checked).
+    """
+    la, lb = ram_loads(ours), ram_loads(reference)
+    assert [(x.paddr, x.memsz) for x in la] == [(x.paddr, x.memsz) for x in lb]
+    compared, differing = 0, []
+    fa, fb = os.open(ours, os.O_RDONLY), os.open(reference, os.O_RDONLY)
+    try:
+        for x, y in zip(la, lb, strict=True):
+            for rel in range(0, x.memsz, CHUNK):
+                n = min(CHUNK, x.memsz - rel)
+                da, db = _read(fa, x, rel, n), _read(fb, y, rel, n)
+                start = x.paddr + rel
+                if da == db and not any(s < start + n and start < e for s, e in missing):
+                    compared += (n + PAGE - 1) // PAGE  # the usual chunk: all present, equal
+                    continue
+                for p in range(0, n, PAGE):
+                    gpa = x.paddr + rel + p
+                    lost = any(s <= gpa < e for s, e in missing)
+                    want = bytes(PAGE) if lost else db[p : p + PAGE]
+                    compared += not lost
+                    if da[p : p + PAGE] != want and len(differing) < 16:
+                        differing.append(gpa)
+    finally:
+        os.close(fa)
+        os.close(fb)
+    return compared, differing

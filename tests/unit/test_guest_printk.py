@@ -53,6 +53,7 @@ from support.guestsynth import ring_pa as pa
 
 from qemu_vmcore.arch.x86 import ARCH as X86
 from qemu_vmcore.errors import MissingMemoryError, VmcoreError
+from qemu_vmcore.guest import printk
 from qemu_vmcore.guest.printk import (
     MAX_COUNT_BITS,
     MAX_SIZE_BITS,
@@ -282,8 +283,9 @@ def test_ring_pointers_to_absent_memory(pointer, value, error):
     [
         (0, DmesgError),
         (UNMAPPED, DmesgError),
-        (BEYOND_RAM, MissingMemoryError),
-        (KIMG + 0x3FFF_0000, MissingMemoryError),  # in the image, past the RAM
+        # Absent memory under the ring itself: the one error for a ring not there.
+        (BEYOND_RAM, DmesgError),
+        (KIMG + 0x3FFF_0000, DmesgError),  # in the image, past the RAM
     ],
 )
 def test_prb_pointer_to_absent_memory(prb_value, error):
@@ -295,7 +297,7 @@ def test_prb_pointer_to_absent_memory(prb_value, error):
 
 def test_prb_symbol_outside_ram():
     rr, _ = standard_ring()
-    with pytest.raises(MissingMemoryError):
+    with pytest.raises(DmesgError, match="log ring is not in the core: guest-physical"):
         dmesg(rr.ram, vmcoreinfo(**{"SYMBOL(prb)": f"{KIMG + 0x100000:x}"}))
     with pytest.raises(DmesgError, match="not mapped"):
         dmesg(rr.ram, vmcoreinfo(**{"SYMBOL(prb)": "1000"}))
@@ -480,3 +482,27 @@ def test_hostile_vmcoreinfo_values_raise_only_vmcore_errors(changes):
             lines = []
         assert time.perf_counter() - begin < 5
     assert len(lines) <= COUNT or "OFFSET(prb_desc_ring.count_bits)" in changes
+
+
+def test_records_in_ram_the_core_lacks_are_counted_and_skipped(monkeypatch):
+    """A cut core: a record whose descriptor, info or text is past the cut is
+    left out and its id collected (the CLI warns); without ``lost`` it raises."""
+    rr, expected = standard_ring()
+    real = printk._record
+    seen: list[int] = []
+
+    def cut(km, ring, o, rid):
+        seen.append(rid)
+        if len(seen) == 2:
+            raise MissingMemoryError("guest-physical 0x1000 is truncated in the core", gpa=0x1000)
+        return real(km, ring, o, rid)
+
+    monkeypatch.setattr(printk, "_record", cut)
+    lost: list[int] = []
+    with guest_ram(rr.ram) as (mem, _):
+        info = vmcoreinfo()
+        got = list(printk.records(mem, info, X86.kernel_layout(info), lost=lost))
+    assert lost == [seen[1]] and got == expected[:1] + expected[2:]
+    seen.clear()
+    with pytest.raises(MissingMemoryError):
+        dmesg(rr.ram)

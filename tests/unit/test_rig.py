@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from support import rig
 
-X86 = [s for s in rig.STANDARD_CASES.values() if s.arch == "x86_64"]
+X86 = [s for s in rig.STANDARD_CASES.values() if s.arch == "x86_64" and not s.stripped]
 AARCH64 = [s for s in rig.STANDARD_CASES.values() if s.arch == "aarch64"]
 
 
@@ -44,6 +44,18 @@ def test_aarch64_cases():
     # QEMU writes no virtual addresses for arm: paging=true would be paging=false.
     assert all("paging" not in s.extra_references for s in AARCH64)
     assert not set(names) & set(rig.case_names("x86_64"))
+
+
+def test_stripped_cases_run_the_stripped_copy():
+    """The stripped-QEMU cases: not in case_names nor DWARF_CASES, and their
+    QEMU is the stripped copy, not the build's own binary."""
+    assert rig.STRIPPED_CASES
+    for spec in rig.STRIPPED_CASES:
+        assert spec.stripped and spec.name in rig.STANDARD_CASES
+        assert spec.name not in rig.case_names(spec.arch) and spec.name not in rig.DWARF_CASES
+        argv = rig.qemu_argv(spec, Path("/case"), "m")
+        assert argv[0] == str(rig.qemu_dir(spec.qemu) / "stripped" / "qemu-system-x86_64")
+        assert argv[0] != str(rig.qemu_binary(spec.qemu, spec.arch))
 
 
 @pytest.mark.parametrize("spec", AARCH64, ids=lambda s: s.name)

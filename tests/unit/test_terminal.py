@@ -70,6 +70,7 @@ def _info(osrelease: str, device_id: str, path: str) -> dict:
             "candidates_scanned": 1,
             "rejected": [],
         },
+        "map": {"kind": "flatview", "expr": "address_space_memory.current_map", "why": None},
         "ram_bytes": 1 << 20,
         "ranges": [
             {

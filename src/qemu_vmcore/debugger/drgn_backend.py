@@ -29,8 +29,23 @@ MAX_STATIC_SUFFIX = 64
 DEBUG_INFO_HINT = (
     "install QEMU's debug symbols (Debian/Ubuntu: the qemu-system-x86-dbgsym package from "
     "the debug archive; Fedora: dnf debuginfo-install qemu-system-x86-core), set "
-    "DEBUGINFOD_URLS, or pass --qemu PATH (an unstripped build) or --debug-file PATH"
+    "DEBUGINFOD_URLS, or pass --qemu PATH (an unstripped build) or --debug-file PATH; "
+    "on a host that can have none of these, make a profile of this build where its debug "
+    "info is (qemu-vmcore profile QEMU -o P.json) and pass --profile P.json"
 )
+
+
+def missing_debug_info(exe: object, build_id: bytes | None) -> DebugInfoError:
+    """The error for an executable whose debug info was found nowhere.
+
+    Names the build-id (what every way of getting the debug info is keyed
+    on) and, when debuginfod was asked, its URLs: a server that is down and
+    one that lacks the build-id look the same to drgn (no file).
+    """
+    bid = f" (build-id {build_id.hex()})" if build_id else ""
+    urls = os.environ.get("DEBUGINFOD_URLS", "").split()
+    asked = f"; debuginfod at {' '.join(urls)} had none or did not answer" if urls else ""
+    return DebugInfoError(f"no debug info found for {exe}{bid}{asked}", hint=DEBUG_INFO_HINT)
 
 
 def _faults(fn: Callable[..., T]) -> Callable[..., T]:
@@ -250,9 +265,7 @@ def open_drgn(
         exe = core.executable or "the QEMU executable"
         raise DebugInfoError(f"drgn finds no main executable ({exe}) in the core") from None
     if main.wants_debug_file():
-        exe = core.executable or "the QEMU executable"
-        bid = f" (build-id {want.hex()})" if want else ""
-        raise DebugInfoError(f"no debug info found for {exe}{bid}", hint=DEBUG_INFO_HINT)
+        raise missing_debug_info(core.executable or "the QEMU executable", want)
     loaded = main.loaded_file_path or (os.fspath(qemu) if qemu else core.executable)
     if qemu is not None and loaded and not os.path.exists(loaded):
         loaded = os.fspath(qemu)  # a live QEMU's deleted binary: /proc/PID/exe, given

@@ -20,7 +20,12 @@ from pathlib import Path
 import drgn
 
 from qemu_vmcore.debugger import Value
-from qemu_vmcore.debugger.drgn_backend import DEBUG_INFO_HINT, MAX_STATIC_SUFFIX, DrgnDebugger
+from qemu_vmcore.debugger.drgn_backend import (
+    DEBUG_INFO_HINT,
+    MAX_STATIC_SUFFIX,
+    DrgnDebugger,
+    missing_debug_info,
+)
 from qemu_vmcore.debugger.profile_format import FORMAT, VERSION, Names
 from qemu_vmcore.errors import DebugInfoError
 
@@ -177,8 +182,7 @@ def load_executable(executable: Path, debug_file: Path | None = None) -> tuple[d
     except Exception as e:  # noqa: BLE001 -- libdrgn's errors include plain Exception
         raise DebugInfoError(f"cannot load QEMU's debug info: {e}", hint=DEBUG_INFO_HINT) from None
     if main.wants_debug_file():
-        bid = f" (build-id {build_id.hex()})" if build_id else ""
-        raise DebugInfoError(f"no debug info found for {executable}{bid}", hint=DEBUG_INFO_HINT)
+        raise missing_debug_info(executable, build_id)
     return prog, main.debug_file_bias or 0
 
 

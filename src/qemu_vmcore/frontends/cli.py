@@ -721,7 +721,8 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
     if args.no_vmcoreinfo:
         raise VmcoreError("dmesg needs the guest's VMCOREINFO; drop --no-vmcoreinfo")
     with _open(args) as qc:
-        records = qc.dmesg()
+        lost: list[int] = []
+        records = qc.dmesg(lost)
         search = qc.vmcoreinfo()
         unverified = report.unverified_line(report.vmcoreinfo_used(search.chosen, search.capped))
         if unverified:
@@ -735,6 +736,8 @@ def _cmd_dmesg(args: argparse.Namespace) -> int:
             except OSError as e:
                 raise _StdoutError(e) from None
         _flush_results()
+        if lost:
+            print(report.lost_records_line(len(lost)), file=sys.stderr)
     return 0
 
 

@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from qemu_vmcore.errors import VmcoreError
+from qemu_vmcore.errors import MissingMemoryError, VmcoreError
 from qemu_vmcore.guest.paging import KernelLayout
 from qemu_vmcore.guest.physmem import GuestPhysicalMemory
 from qemu_vmcore.guest.vmcoreinfo import VmcoreInfo
@@ -137,14 +137,26 @@ def find_ring(km: KernelMemory) -> Ring:
 
 
 def records(
-    mem: GuestPhysicalMemory, info: VmcoreInfo, layout: KernelLayout | None
+    mem: GuestPhysicalMemory,
+    info: VmcoreInfo,
+    layout: KernelLayout | None,
+    *,
+    lost: list[int] | None = None,
 ) -> Iterator[bytes]:
     """Each log record formatted as vmcore-dmesg prints it, newline included.
 
     :param layout: the kernel's virtual layout (see :class:`KernelMemory`).
+    :param lost: where a record lies (descriptor, info or text) in guest RAM
+        the core lacks (a cut core), its id is appended here and the record
+        skipped; None raises instead.
+    :raises DmesgError: the ring itself (its descriptor) is not in the core
+        (beyond guest RAM, or in RAM the core lacks).
     """
     km = KernelMemory(mem, info, layout)
-    ring = find_ring(km)
+    try:
+        ring = find_ring(km)
+    except MissingMemoryError as e:
+        raise DmesgError(f"the kernel's log ring is not in the core: {e}") from None
     sizes = {
         "desc": _need(info, "size", "prb_desc"),
         "info": _need(info, "size", "printk_info"),
@@ -163,7 +175,13 @@ def records(
     text_budget = ring.data_size
     for k in range(min(span, ring.count - 1) + 1):
         rid = (ring.tail_id + k) & DESC_ID_MASK
-        record = _record(km, ring, sizes, rid)
+        try:
+            record = _record(km, ring, sizes, rid)
+        except MissingMemoryError:
+            if lost is None:
+                raise
+            lost.append(rid)
+            continue
         if record is None:
             continue
         line, text_len = record

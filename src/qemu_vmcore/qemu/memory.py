@@ -64,6 +64,29 @@ class GuestRange:
         return self.end - self.gpa
 
 
+@dataclass(frozen=True)
+class MapSource:
+    """Where the guest-physical map came from.
+
+    :param kind: ``"flatview"`` (the FlatView QEMU rendered, as its own dump
+        reads it) or ``"region tree"`` (rendered here from the MemoryRegion
+        tree, qemu/render.py, when the FlatView is cut off the core).
+    :param expr: the QEMU expression read (``address_space_memory.current_map``).
+    :param why: why the FlatView was not used; None when it was.
+    """
+
+    kind: str
+    expr: str
+    why: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "expr": self.expr, "why": self.why}
+
+
+FLATVIEW = "flatview"
+REGION_TREE = "region tree"
+
+
 def read_int128(dbg: Debugger, value: Value) -> int:
     """An ``Int128`` as a Python int.
 
@@ -76,8 +99,26 @@ def read_int128(dbg: Debugger, value: Value) -> int:
     return int.from_bytes(raw, "little", signed=True)
 
 
-def flat_ram_sections(dbg: Debugger) -> list[GuestRange]:
-    """The FlatView's RAM ranges that QEMU's dump would consider, in order."""
+@dataclass(frozen=True)
+class FlatRange:
+    """One range of a FlatView, as QEMU's ``FlatRange``: guest-physical
+    ``[start, start + size)`` is MemoryRegion ``mr`` from ``offset_in_region``.
+
+    Read from the FlatView QEMU rendered (:func:`flatview_ranges`), or
+    rendered here from the MemoryRegion tree (qemu/render.py).
+
+    :param where: the range as an expression, for error messages.
+    """
+
+    start: int
+    size: int
+    mr: Value
+    offset_in_region: int
+    where: str
+
+
+def flatview_ranges(dbg: Debugger) -> list[FlatRange]:
+    """The ranges of ``address_space_memory``'s current FlatView, in order."""
     as_name = versions.require_variable(dbg, versions.ADDRESS_SPACE_MEMORY)
     view = dbg.variable(as_name).member("current_map")
     if int(view) == 0:
@@ -94,31 +135,45 @@ def flat_ram_sections(dbg: Debugger) -> list[GuestRange]:
             nr=nr,
         )
     ranges = view.member("ranges")
-    machine_dumps = state.dump_guest_core(dbg)
     out = []
     for i in range(nr):
-        out += _ram_sections(dbg, ranges.index(i), machine_dumps, f"{where}->ranges[{i}]")
+        fr = ranges.index(i)
+        at = f"{where}->ranges[{i}]"
+        start = read_int128(dbg, fr.member("addr").member("start"))
+        size = read_int128(dbg, fr.member("addr").member("size"))
+        out.append(FlatRange(start, size, fr.member("mr"), int(fr.member("offset_in_region")), at))
     return out
 
 
-def _ram_sections(dbg: Debugger, fr: Value, machine_dumps: bool, where: str) -> list[GuestRange]:
-    """The sections QEMU's dump listener adds for one FlatRange: none, the
-    range itself, or (virtio-mem) its populated parts.
+def flat_ram_sections(dbg: Debugger) -> list[GuestRange]:
+    """The FlatView's RAM ranges that QEMU's dump would consider, in order."""
+    return ram_sections(dbg, flatview_ranges(dbg))
 
-    :param where: the FlatRange as an expression, for error messages.
-    """
-    mr = fr.member("mr")
-    _check_region(mr, where)
+
+def ram_sections(dbg: Debugger, flat: list[FlatRange]) -> list[GuestRange]:
+    """The RAM sections QEMU's dump listener adds for ``flat``, in order."""
+    machine_dumps = state.dump_guest_core(dbg)
+    out = []
+    for fr in flat:
+        out += _ram_sections(dbg, fr, machine_dumps)
+    return out
+
+
+def _ram_sections(dbg: Debugger, fr: FlatRange, machine_dumps: bool) -> list[GuestRange]:
+    """The sections QEMU's dump listener adds for one FlatRange: none, the
+    range itself, or (virtio-mem) its populated parts."""
+    mr = fr.mr
+    _check_region(mr, fr.where)
     if not int(mr.member("ram")):
         return []
     for flag in versions.MR_EXCLUDING_FLAGS:
         if mr.has_member(flag.name) and int(mr.member(flag.name)):
             return []
-    whole = _ram_section(dbg, fr, mr, machine_dumps, where)
+    whole = _ram_section(dbg, fr, mr, machine_dumps)
     rdm = virtio_mem.discard_manager(mr)
     if not rdm:
         return [whole]
-    offset = int(fr.member("offset_in_region"))
+    offset = fr.offset_in_region
     return [
         replace(
             whole,
@@ -177,19 +232,16 @@ def _range_problem(start: int, size: int) -> str | None:
     return None
 
 
-def _ram_section(
-    dbg: Debugger, fr: Value, mr: Value, machine_dumps: bool, where: str
-) -> GuestRange:
+def _ram_section(dbg: Debugger, fr: FlatRange, mr: Value, machine_dumps: bool) -> GuestRange:
     region = mr.member("name").string()
-    start = read_int128(dbg, fr.member("addr").member("start"))
-    size = read_int128(dbg, fr.member("addr").member("size"))
+    start, size = fr.start, fr.size
     problem = _range_problem(start, size)
     if problem:
         raise QemuStateError(
-            f"implausible FlatRange {where} (region {region!r}): start={start:#x} "
+            f"implausible FlatRange {fr.where} (region {region!r}): start={start:#x} "
             f"size={size:#x}: {problem}"
         )
-    offset = int(fr.member("offset_in_region"))
+    offset = fr.offset_in_region
     target, alias_offset = _resolve_alias(mr)
     block = target.member("ram_block")
     if int(block) == 0:

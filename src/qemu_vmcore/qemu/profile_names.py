@@ -79,6 +79,7 @@ DECLARED = Names(
         },
         "AddressSpace": {
             "current_map",
+            "root",
         },
         "ArchCPU": {
             "env",
@@ -194,7 +195,10 @@ DECLARED = Names(
             "dimm",
         },
         "MemoryRegion": {
+            "addr",
             "alias",
+            "alias_offset",
+            "enabled",
             "name",
             "nonvolatile",
             "owner",
@@ -205,6 +209,18 @@ DECLARED = Names(
             "rdm",
             "readonly",
             "rom_device",
+            "size",
+            "subregions",
+            "subregions_link",
+            "terminates",
+        },
+        # qemu/render.py: the MemoryRegion tree, read only when a cut core
+        # lost the FlatView (no recording on a whole core takes this path).
+        "MemoryRegion.subregions": {
+            "tqh_first",
+        },
+        "MemoryRegion.subregions_link": {
+            "tqe_next",
         },
         "Object": {
             "class",
