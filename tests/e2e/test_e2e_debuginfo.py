@@ -220,11 +220,12 @@ def netns():
     ns.delete()
 
 
-#: Exit 0 if a HEAD of argv[1] answers 200.
+#: Exit 0 if a GET of argv[1] answers 200 (debuginfod serves GET only; the
+#: body is not read).
 _PROBE = """
 import sys, urllib.request
 try:
-    urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=5)
+    urllib.request.urlopen(sys.argv[1], timeout=5).close()
 except Exception:
     sys.exit(1)
 """
@@ -240,7 +241,7 @@ def debuginfod(netns: Netns, serve: Path, workdir: Path, build_id: str):
     log = open(workdir / f"debuginfod-{port}.log", "wb")
     proc = subprocess.Popen(
         netns.argv(
-            "debuginfod", "-F", "-p", port, "-d", workdir / f"db-{port}.sqlite",
+            "debuginfod", "-F", "-p", str(port), "-d", workdir / f"db-{port}.sqlite",
             "--disable-source-scan", "-t", "0", "-g", "0", serve,
         ),
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
