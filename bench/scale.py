@@ -10,8 +10,10 @@ in one run with a warm page cache, medians of repeated runs:
 * our output's disk use against the guest's non-zero pages (counted in
   QEMU's own dump);
 
-and, on every standard rig case, peak RSS; on the smallest, the fixed cost
-(start-up included). Each budget is printed with its measured value.
+and ``info`` on the large case against the smallest, in interleaved pairs
+(lookups must not grow with the guest); on every standard rig case, peak
+RSS; on the smallest, the fixed cost (start-up included). Each budget is
+printed with its measured value.
 
     .venv/bin/python bench/scale.py            # everything (minutes)
     .venv/bin/python bench/scale.py --no-gdb   # skip the slow gdb script
@@ -32,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # the support package
-from extract import cp_sparse, du, gdb_script, ours, run_timed  # noqa: E402
+from extract import PYTHON, cp_sparse, du, gdb_script, ours, run_timed  # noqa: E402
 from support import rig  # noqa: E402
 
 LARGE = "q10-q35-16g"
@@ -53,6 +55,27 @@ def timed_runs(make_argv, out: Path, runs: int) -> dict:
             rss.append(peak)
     return {"median_s": statistics.median(walls), "runs": runs, "peak_rss": max(rss),
             "out_disk": disk}  # fmt: skip
+
+
+def info_pairs(large: rig.Case, small: rig.Case, runs: int) -> dict:
+    """``info`` on the large case and on the smallest, in interleaved pairs
+    (large, small, large, ...): the median of the per-pair ratios, and each
+    side's median wall time and peak RSS. Looking things up (the map, the
+    vCPUs, VMCOREINFO) must not cost more with a larger guest."""
+
+    def argv(c: rig.Case) -> list[str]:
+        return [PYTHON, "-m", "qemu_vmcore", "info", str(c.core)]
+
+    run_timed(argv(large)), run_timed(argv(small))  # warm-up: page cache, bytecode
+    pairs = [(run_timed(argv(large)), run_timed(argv(small))) for _ in range(runs)]
+    return {
+        "ratio": statistics.median(a[0] / b[0] for a, b in pairs),
+        "large_s": statistics.median(a[0] for a, _ in pairs),
+        "small_s": statistics.median(b[0] for _, b in pairs),
+        "large_rss": max(a[1] for a, _ in pairs),
+        "small_rss": max(b[1] for _, b in pairs),
+        "runs": runs,
+    }
 
 
 def nonzero_pages(reference: Path) -> int:
@@ -116,6 +139,8 @@ def main() -> int:
     finally:
         shutil.rmtree(d)
 
+    info = info_pairs(large, small, max(args.runs, 9))
+
     rss = {}
     for name, spec in rig.STANDARD_CASES.items():
         case = rig.cached_case(spec)
@@ -130,7 +155,7 @@ def main() -> int:
             shutil.rmtree(d)
 
     result = {"case": LARGE, "rows": rows, "guest_nonzero_bytes": nonzero,
-              "fixed_overhead_s": fixed["median_s"], "peak_rss": rss,
+              "fixed_overhead_s": fixed["median_s"], "peak_rss": rss, "info": info,
               "time": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
@@ -164,11 +189,17 @@ def print_tables(large: rig.Case, r: dict) -> None:
         ("output disk / (guest non-zero pages + 1%) <= 1",
          ours_row["out_disk"] / (r["guest_nonzero_bytes"] * 1.01), "<=", 1.0),
     ]  # fmt: skip
+    i = r["info"]
+    budgets += [
+        (f"info {LARGE} / info {SMALLEST} <= 1.5 (paired; {i['large_s']:.2f} s vs "
+         f"{i['small_s']:.2f} s)", i["ratio"], "<=", 1.5),
+        (f"info peak RSS {LARGE} (MB) <= 150", i["large_rss"] / 1e6, "<=", 150),
+    ]  # fmt: skip
     if "QEMU gdb script" in rows:
         gdb_ratio = rows["QEMU gdb script"]["median_s"] / ours_row["median_s"]
         budgets.insert(1, ("gdb script / ours >= 20", gdb_ratio, ">=", 20))
     for name, peak in r["peak_rss"].items():
-        budgets.append((f"peak RSS {name} (MB) <= 300", peak / 1e6, "<=", 300))
+        budgets.append((f"peak RSS {name} (MB) <= 150", peak / 1e6, "<=", 150))
     g = Table(title="budgets")
     for col in ("budget", "measured", "met"):
         g.add_column(col)
