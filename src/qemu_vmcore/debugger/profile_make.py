@@ -248,13 +248,15 @@ class _Exporter:
         return self._add(("V",), {"kind": "void"})  # void, functions
 
 
-def make_profile(executable: Path, debug_file: Path | None = None,
-                 declared: Names | None = None) -> dict:  # fmt: skip
-    """The profile of ``executable`` (see profile_format), as a JSON-ready dict."""
-    from qemu_vmcore.host.executable import read_build_id, read_qemu_version
-    from qemu_vmcore.qemu import profile_names
+def make_profile(executable: Path, declared: Names, debug_file: Path | None = None) -> dict:
+    """The profile of ``executable`` (see profile_format), as a JSON-ready dict.
 
-    declared = declared or profile_names.DECLARED
+    :param declared: the names to export; the qemu/ layer's declaration
+        (``qemu.profile_names.DECLARED``), which the caller passes down, so
+        that this layer knows no QEMU names of its own.
+    """
+    from qemu_vmcore.host.executable import read_build_id, read_qemu_version
+
     prog, bias = load_executable(executable, debug_file)
     build_id = read_build_id(executable)
     if build_id is None:
@@ -313,9 +315,10 @@ def _static_local(prog: drgn.Program, name: str, bias: int) -> int | None:
     return None
 
 
-def write_profile(executable: Path, output: Path, *, debug_file: Path | None = None,
-                  force: bool = False) -> dict:  # fmt: skip
-    """Write ``executable``'s profile to ``output`` (complete or not at all)."""
+def write_profile(executable: Path, output: Path, declared: Names, *,
+                  debug_file: Path | None = None, force: bool = False) -> dict:  # fmt: skip
+    """Write ``executable``'s profile of the names ``declared`` to ``output``
+    (complete or not at all)."""
     import json
     import tempfile
 
@@ -323,7 +326,7 @@ def write_profile(executable: Path, output: Path, *, debug_file: Path | None = N
 
     if output.exists() and not force:
         raise OutputError(f"{output}: exists (pass --force to replace it)", path=output)
-    profile = make_profile(executable, debug_file)
+    profile = make_profile(executable, declared, debug_file)
     text = json.dumps(profile, separators=(",", ":"), sort_keys=True) + "\n"
     directory = output.parent if str(output.parent) else Path(".")
     try:

@@ -817,8 +817,10 @@ def _cmd_mount(args: argparse.Namespace) -> int:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from qemu_vmcore.debugger.profile_make import write_profile
+    from qemu_vmcore.qemu.profile_names import DECLARED
 
-    write_profile(args.executable, args.output, debug_file=args.debug_file, force=args.force)
+    write_profile(args.executable, args.output, DECLARED, debug_file=args.debug_file,
+                  force=args.force)  # fmt: skip
     return 0
 
 
