@@ -5,8 +5,9 @@
 segment whose file offset is its own host address, so the guest layer and
 the writers read guest RAM from it as they read a core, unchanged.
 ``/proc/PID/pagemap`` says which pages of private anonymous memory (plain
-guest RAM) the process never touched (neither present nor swapped): those
-are :attr:`~ExtentKind.UNTOUCHED` extents, holes in the output, never read.
+guest RAM) the process never touched (neither present nor swapped, or only
+read, so mapped to the kernel's zero page: host/zeropage.py): those are
+:attr:`~ExtentKind.UNTOUCHED` extents, holes in the output, never read.
 
 **Freezing.** While it is read, every thread of the process is stopped with
 ptrace: ``PTRACE_SEIZE`` then ``PTRACE_INTERRUPT`` of each thread (new
@@ -42,6 +43,7 @@ from qemu_vmcore.host.core import (
     ProcessInfo,
     _append,
 )
+from qemu_vmcore.host.zeropage import ZeroFrames, find_zero_frames, zero_mask
 from qemu_vmcore.layouts import elf as E
 
 PTRACE_DETACH = 17
@@ -347,6 +349,8 @@ class LiveProcess(HostCore):
     deleted_executable: bool = False
     _maps: list[_Map] = field(default_factory=list, repr=False)
     _pagemap: int = -1
+    #: The kernel's zero pages (host/zeropage.py): pages mapped to them are untouched.
+    _zero: ZeroFrames | None = None
     _exe: str | None = None
 
     @property
@@ -392,6 +396,10 @@ class LiveProcess(HostCore):
             if len(raw) != pages * 8:
                 raise MissingMemoryError(f"process {self.pid}: short read of its pagemap")
             flags = raw[7::8].translate(_TOUCHED)
+            if self._zero is not None:  # zero-page mappings read as zeros: not touched
+                f = int.from_bytes(flags, "little")
+                f &= ~int.from_bytes(zero_mask(raw, self._zero), "little")
+                flags = f.to_bytes(pages, "little")
             i = 0
             while i < pages:
                 want = flags[i]
@@ -514,6 +522,7 @@ def open_process(pid: int, *, freeze: bool = True) -> LiveProcess:
             deleted_executable=deleted,
             _maps=maps,
             _pagemap=pagemap,
+            _zero=find_zero_frames(),
             # A replaced executable is still there as /proc/PID/exe: read that.
             _exe=f"/proc/{pid}/exe" if deleted else exe,
         )
