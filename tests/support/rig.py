@@ -427,7 +427,7 @@ STRIPPED_CASES: tuple[CaseSpec, ...] = (
 
 #: Cases only the benchmarks use: make_case.py (and so CI) makes them only
 #: when named, since they cost minutes and tens of GB of disk.
-BENCH_ONLY = frozenset({"q10-q35-16g"})
+BENCH_ONLY = frozenset({"q10-q35-16g", "q10-q35-2g-kdump"})
 
 STANDARD_CASES: dict[str, CaseSpec] = {
     s.name: s
@@ -439,6 +439,17 @@ STANDARD_CASES: dict[str, CaseSpec] = {
         # The large case of the scale benchmark (bench/scale.py): 16 GiB, of which
         # the guest writes 2 GiB. Its QMP reference alone is 16 GB (see BENCH_ONLY).
         CaseSpec("q10-q35-16g", qemu="10.0", machine="q35", mem_mib=16384, smp=2, fill_mib=2048),
+        # The kdump benchmark's guest (bench/extract.py --formats-case): 2 GiB,
+        # 600 MiB of random data, with QEMU's own kdump-zlib dump to race.
+        CaseSpec(
+            "q10-q35-2g-kdump",
+            qemu="10.0",
+            machine="q35",
+            mem_mib=2048,
+            smp=2,
+            fill_mib=600,
+            extra_references=("kdump-zlib",),
+        ),  # fmt: skip
         CaseSpec(
             "q72-pc-nodump",
             qemu="7.2",

@@ -364,3 +364,65 @@ def test_elf_begin_length(core, tmp_path):
         (0x100000, 0x100000, 0x1000),
     ]
     assert loads[0][4] == lo[0x9F000:0xA0000] and loads[1][4] == lo[0x100000:0x101000]
+
+
+class _Ram:
+    """Guest RAM from one bytes object at gpa 0 (for _Compressor)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, gpa: int, size: int) -> bytes:
+        return self.data[gpa : gpa + size]
+
+
+def _counting(method, calls: list[int]):
+    from dataclasses import replace
+
+    def factory():
+        inner = method.factory()
+
+        def compress(page: bytes) -> bytes:
+            calls.append(1)
+            return inner(page)
+
+        return compress
+
+    return replace(method, factory=factory)
+
+
+@pytest.mark.parametrize("name", ["zstd", "zlib"])
+def test_runs_of_pages_that_do_not_shrink_are_not_all_tried(name):
+    """kdump-zstd stores a run of incompressible pages raw after RAW_RUN tries,
+    probing every RAW_PROBE-th; a page that shrinks ends the run. kdump-zlib
+    tries every page, as QEMU does (its file must be QEMU's)."""
+    import os
+
+    from qemu_vmcore.writers import kdump as KW
+    from qemu_vmcore.writers.compress import METHODS
+
+    pages = 64
+    noise = os.urandom(40 * PAGE)
+    text = b"compressible " * (24 * PAGE // 13 + 1)
+    data = noise + text[: 24 * PAGE]
+    calls: list[int] = []
+    work = KW._Compressor(_Ram(data), _counting(METHODS[name], calls))
+    got = work(KW.Chunk(0, pages, ((0, pages * PAGE),)))
+    # Every page reads back: raw ones as they are, compressed ones flagged.
+    at = 0
+    for i, (size, flags) in enumerate(got.entries):
+        if flags == 0:
+            assert size == PAGE and got.data[at : at + PAGE] == data[i * PAGE : (i + 1) * PAGE]
+        at += size
+    assert at == len(got.data)
+    assert all(flags == 0 for _, flags in got.entries[:40])  # random: raw
+    if name == "zlib":
+        assert len(calls) == pages
+        assert all(flags for _, flags in got.entries[40:])
+    else:
+        tried_noise = KW.RAW_RUN + -(-(40 - KW.RAW_RUN) // KW.RAW_PROBE)
+        assert len(calls) <= tried_noise + 24
+        # The run ends within RAW_PROBE pages of the text, whose pages all shrink after.
+        first = next(i for i, (_, f) in enumerate(got.entries) if f)
+        assert 40 <= first < 40 + KW.RAW_PROBE
+        assert all(f for _, f in got.entries[first:])

@@ -345,6 +345,12 @@ class _Compressed:
         return self
 
 
+#: After this many pages in a row that compression did not shrink, pages are
+#: stored raw untried, but for every RAW_PROBE-th (see _Compressor).
+RAW_RUN = 4
+RAW_PROBE = 8
+
+
 class _Compressor:
     """Compresses chunks, one compress function per thread."""
 
@@ -363,16 +369,30 @@ class _Compressor:
         if data == (ZERO_CHUNK if n == CHUNK_PAGES else bytes(n * PAGE)):
             return _Compressed(n, None, b"")
         flag, entries, out = self._method.flag, [], []
+        # Pages that would not shrink are stored raw, as QEMU and makedumpfile
+        # do. Random or compressed data comes in runs (a file's pages), so
+        # (where the method allows it) after RAW_RUN pages in a row that did
+        # not shrink, only every RAW_PROBE-th page is tried until one shrinks
+        # again: the rest of the run costs no compression attempt.
+        skip = RAW_RUN if self._method.skip_raw_runs else n + 1
+        raw_run = 0
         for i in range(0, n * PAGE, PAGE):
             if data.startswith(ZERO_PAGE, i):  # compares in place, no slice
                 entries.append(None)
                 continue
             page = data[i : i + PAGE]
+            if raw_run >= skip and (raw_run - skip) % RAW_PROBE:
+                raw_run += 1
+                entries.append((PAGE, 0))
+                out.append(page)
+                continue
             packed = compress(page)
             if len(packed) < PAGE:
+                raw_run = 0
                 entries.append((len(packed), flag))
                 out.append(packed)
             else:
+                raw_run += 1
                 entries.append((PAGE, 0))
                 out.append(page)
         return _Compressed(n, entries, b"".join(out))
