@@ -163,3 +163,26 @@ def test_the_cuts_reach_both_paths(rig_case, layouts):
         ram_start, ram_end, flat = layouts(rig_case(name))
         kinds.add(flat >= _cut_at(kind, ram_start, ram_end))
     assert kinds == {True, False}
+
+
+@pytest.mark.parametrize("where", ["program headers", "notes"])
+def test_a_cut_inside_the_headers_or_notes_is_one_line(rig_case, tmp_path, where):
+    """A core cut before its own description (the program headers, or the
+    notes: NT_FILE, NT_PRSTATUS...) holds nothing to go by: one error line,
+    for extract (with --allow-missing too) and info alike."""
+    case = rig_case("q10-q35-4608")
+    with open(case.core, "rb") as f:
+        elf = ELFFile(f)
+        if where == "program headers":
+            at = elf["e_phoff"] + elf["e_phentsize"] * 3 + 10
+        else:
+            note = next(elf.iter_segments(type="PT_NOTE"))
+            at = note["p_offset"] + note["p_filesz"] // 2
+    core = tmp_path / "core"
+    sparse_copy(case.core, core, at)
+    out = tmp_path / "vmcore"
+    for args in (("extract", core, "-o", out), ("extract", "--allow-missing", core, "-o", out),
+                 ("info", core)):  # fmt: skip
+        proc = run_cli(*args)
+        assert_one_line_error(proc, str(core), "truncated core", f"inside its {where}")
+        assert not out.exists()
