@@ -300,3 +300,48 @@ def test_replaced_executable(tmp_path):
         assert info["qemu"]["version"]
     finally:
         cm.__exit__(None, None, None)
+
+
+# -- the zero-copy front ends on a live QEMU ---------------------------------------------
+
+
+def test_drgn_pid_reads_the_guest_kernel(qemu):
+    """``qemu-vmcore drgn --pid``: drgn on the guest of a live QEMU, no file
+    written; QEMU is frozen while drgn runs and left as it was after."""
+    from support import rig
+
+    before = live.thread_states(qemu.pid)
+    code = (
+        "print(prog['init_uts_ns'].name.release.string_().decode())\n"
+        "from drgn.helpers.linux.pid import find_task\n"
+        "print(find_task(prog, 1).comm.string_().decode())\n"
+    )
+    proc = run_cli("drgn", "--pid", str(qemu.pid), "-s", rig.vmlinux(), "--no-default-symbols",
+                   "-e", code)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    release, init = proc.stdout.strip().splitlines()[-2:]
+    assert release.startswith("6.1.0-") and init == "init"
+    _untraced_and_as_before(qemu.pid, before)
+    assert qemu.qmp.execute("query-status")["status"] == "paused"
+
+
+def test_mount_pid_serves_extracts_file(qemu, tmp_path):
+    """``qemu-vmcore mount --pid``: the file served is ``extract --pid``'s, byte
+    for byte; QEMU stays frozen while it is mounted and is left as it was."""
+    from support import mounts
+
+    reason = mounts.fuse_usable()
+    if reason is not None:
+        pytest.skip(reason)
+    before = live.thread_states(qemu.pid)
+    file = tmp_path / "vmcore"
+    run_cli("extract", "--pid", str(qemu.pid), "-o", file, "-q", check=True)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    argv = mounts.cli_argv("mount", "--pid", str(qemu.pid), mnt)
+    with mounts.mounted(argv, mnt) as m:
+        assert live.tracer_pid(qemu.pid) != 0  # frozen while served
+        assert subprocess.run(["cmp", m.file, file]).returncode == 0
+        assert m.end() == 0
+    _untraced_and_as_before(qemu.pid, before)
+    assert qemu.qmp.execute("query-status")["status"] == "paused"

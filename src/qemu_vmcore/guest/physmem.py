@@ -357,6 +357,10 @@ class GuestPhysicalMemory:
             try:
                 data = os.lseek(fd, src, os.SEEK_DATA)
             except OSError as e:
+                if e.errno == errno.EINVAL:
+                    # /proc/PID/mem knows no holes: the piece is data (host/live.py
+                    # made the pages the process never touched pieces of their own).
+                    return lo, hi
                 if e.errno != errno.ENXIO:  # ENXIO: only a hole remains in that file
                     raise
                 continue
