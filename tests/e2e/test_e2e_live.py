@@ -345,3 +345,24 @@ def test_mount_pid_serves_extracts_file(qemu, tmp_path):
         assert m.end() == 0
     _untraced_and_as_before(qemu.pid, before)
     assert qemu.qmp.execute("query-status")["status"] == "paused"
+
+
+def test_an_aarch64_guest_live(tmp_path):
+    """``extract --pid`` of a live qemu-system-aarch64 (virt, -cpu max, TCG)
+    equals QMP's dump of it, pages and notes (NT_PRSTATUS, NT_PRFPREG,
+    NT_ARM_SVE per vCPU, VMCOREINFO); ``info --pid`` names the arch."""
+    from support import rig
+
+    spec = rig.CaseSpec("live-a10-virt-256", qemu="10.0", machine="virt", arch="aarch64",
+                        mem_mib=256, smp=2, fill_mib=16)  # fmt: skip
+    with live.live_qemu(tmp_path, spec) as q:
+        before = live.thread_states(q.pid)
+        out = tmp_path / "vmcore"
+        run_cli("extract", "--pid", str(q.pid), "-o", out, "-q", check=True)
+        cmp = compare_vmcores(out, q.reference)
+        assert cmp.equal, cmp
+        assert note_segment(out) == note_segment(q.reference)
+        info = json.loads(run_cli("info", "--pid", str(q.pid), "--json", check=True).stdout)
+        assert info["arch"] == "aarch64" and info["vcpus"] == 2
+        _untraced_and_as_before(q.pid, before)
+        assert q.qmp.execute("query-status")["status"] == "paused"
