@@ -249,6 +249,13 @@ def summary_line(data: dict) -> str:
     )
 
 
+def mounted_dict(path: Path, format: str, size: int, prepared: Prepared) -> dict:
+    """What ``mount --json`` prints once the file answers: the file, and the
+    same notices as :func:`prepared_dict` (missing RAM, map, VMCOREINFO...)."""
+    return {"file": os.fspath(path), "format": format, "size": size,
+            **prepared_dict(prepared)}  # fmt: skip
+
+
 def mounted_line(path: Path, format: str, size: int) -> str:
     """What ``mount`` says once its file answers."""
     return safe(

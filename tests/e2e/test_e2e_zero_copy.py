@@ -379,3 +379,22 @@ def test_sigkill_of_the_mount_leaves_no_mount(rig_case, mountpoint):
         m.proc.send_signal(signal.SIGKILL)
         m.proc.wait()
         assert mounts.gone(mountpoint, timeout=15)
+
+
+def test_mount_json_says_when_the_file_answers(rig_case, mountpoint):
+    """``mount --json``: one JSON line on stdout once the file answers (for
+    scripts to wait on), with the file, format, size and the notices."""
+    import json
+
+    case = rig_case("q10-q35-512")
+    argv = mount_argv(case.core, mountpoint, "--json", "-q", "--format", "kdump-zstd")
+    with mounts.mounted(argv, mountpoint) as m:
+        lines = m.stdout().splitlines()
+        assert len(lines) == 1, lines
+        data = json.loads(lines[0])
+        assert data["file"] == str(m.file) and data["format"] == "kdump-zstd"
+        assert data["size"] == m.file.stat().st_size
+        assert data["missing"] == [] and data["map"]["kind"] == "flatview"
+        assert data["vmcoreinfo"]["verified"]
+        assert m.end() == 0
+    assert m.stderr() == ""  # -q: nothing else said

@@ -39,6 +39,7 @@ class Mount:
     mountpoint: Path
     _log: object
     _text: str | None = None  # what the server said, once it ended
+    _out: object = None  # its stdout (``mount --json``)
 
     @property
     def file(self) -> Path:
@@ -50,6 +51,12 @@ class Mount:
         self._log.flush()
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
+
+    def stdout(self) -> str:
+        """What the server printed on stdout so far."""
+        self._out.flush()
+        self._out.seek(0)
+        return self._out.read().decode(errors="replace")
 
     def end(self, how: str = "fusermount", timeout: float = 60) -> int:
         """End the mount as ``how`` (``fusermount``, ``umount``, or a signal
@@ -97,10 +104,10 @@ def mounted(argv: Sequence[object], mountpoint: Path, *, env: dict | None = None
             timeout: float = 600) -> Iterator[Mount]:  # fmt: skip
     """Start ``argv`` (a FUSE server for ``mountpoint``) and yield once its
     file answers; then make sure it is unmounted and ended."""
-    log = tempfile.TemporaryFile()
+    log, out = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     proc = subprocess.Popen([os.fspath(a) for a in argv], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=log, env=env)  # fmt: skip
-    m = Mount(proc, Path(mountpoint), log)
+                            stdout=out, stderr=log, env=env)  # fmt: skip
+    m = Mount(proc, Path(mountpoint), log, _out=out)
     try:
         wait_mounted(m, timeout)
         yield m

@@ -311,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve zeros for guest RAM the core lacks (listed on stderr) instead of failing",
     )
     mt.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no messages")
+    mt.add_argument(
+        "--json",
+        action="store_true",
+        help="once the file answers, print one JSON line on stdout (the file, its format and "
+        "size, what it lacks) for scripts to wait on",
+    )
     _add_format_args(mt)
 
     dg = sub.add_parser(
@@ -803,6 +809,12 @@ def _cmd_mount(args: argparse.Namespace) -> int:
         file = args.mountpoint / FILE_NAME
 
         def ready() -> None:
+            if args.json:  # one line, flushed: a script's signal that the file answers
+                data = report.mounted_dict(file, options.format, view.size, prepared)
+                try:
+                    print(json.dumps(data), flush=True)
+                except OSError as e:  # stdout closed: the mount serves on regardless
+                    print(f"warning: cannot write --json to stdout: {e.strerror}", file=sys.stderr)
             if not args.quiet:
                 print(report.mounted_line(file, options.format, view.size), file=sys.stderr)
 
