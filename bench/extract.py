@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,15 +38,43 @@ PYTHON = sys.executable
 
 
 def run_timed(argv: list[str], cwd: Path | None = None) -> tuple[float, int]:
-    """Run ``argv``; return (wall seconds, peak RSS in bytes) of that process tree's leader."""
+    """Run ``argv``; return (wall seconds, peak RSS in bytes) of the process itself.
+
+    The peak is its VmHWM, sampled from /proc every 2 ms until it exits (the
+    high-water mark only grows, so the last sample is the peak, but for what
+    the final 2 ms added). Not wait4()'s ru_maxrss: Linux carries the
+    parent's high-water mark into a child across fork and exec, so a child
+    of this (larger) bench process would report the bench's own RSS.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        status = f"/proc/{proc.pid}/status"
+        while not done.is_set():
+            try:
+                with open(status) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+                            break
+            except (OSError, ValueError):
+                pass  # gone, or a zombie without memory
+            done.wait(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    err = proc.stderr.read() if proc.stderr else b""
+    _, status, _ = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss * 1024
+        raise SystemExit(f"{argv[0]} failed: {err.decode()[-2000:]}")
+    return wall, peak[0]
 
 
 def du(path: Path) -> int:
