@@ -35,6 +35,13 @@ def info_dict(qc: QemuCore, *, vmcoreinfo: bool = True) -> dict:
     problems = qc.memory.backing_problems
     return {
         "core": os.fspath(qc.host.path),
+        # A core cut short (size limits, RLIMIT_CORE): its size and the size
+        # its program headers promise; None for a whole core.
+        "truncated": (
+            {"file_size": qc.host.file_size, "expected_size": qc.host.expected_size}
+            if qc.host.truncated
+            else None
+        ),
         "qemu": {
             "version": qc.qemu_version,
             "executable": os.fspath(qc.executable) if qc.executable else None,
@@ -404,6 +411,12 @@ def print_info(data: dict, file: TextIO | None = None) -> None:
         else:
             console.print(f"kernel       unknown: no VMCOREINFO found ({v['device']})")
     console.print(f"guest RAM    {_mib(data['ram_bytes'])} in {len(data['ranges'])} ranges")
+    cut = data.get("truncated")
+    if cut:
+        console.print(
+            f"core         cut short: {cut['file_size']:,} of {cut['expected_size']:,} bytes "
+            "(extract --allow-missing writes what is there)"
+        )
     m = data["map"]
     if m["kind"] != memory.FLATVIEW:  # said only when it is not QEMU's own FlatView
         console.print(f"map          rendered from {m['expr']}: {m['why']}")

@@ -119,8 +119,10 @@ def test_cut_core(cut_core, tmp_path, name, kind):
     assert info["vcpus"] == case.spec.smp
     # A cut inside RAM loses some; one after it may lose none (or the BIOS ROM).
     assert bool(info["missing"]) or kind == "after-ram"
+    assert info["truncated"] == {"file_size": at, "expected_size": case.core.stat().st_size}
     text = run_cli("info", core, check=True).stdout
     assert ("rendered from address_space_memory.root" in text) == rendered
+    assert f"cut short: {at:,} of {case.core.stat().st_size:,} bytes" in text
 
     # extract --allow-missing: the present pages are QEMU's; the missing ones named.
     proc = run_cli("extract", "--allow-missing", "--json", core, "-o", out, check=True)
