@@ -46,9 +46,7 @@ class QemuCore:
     _vmcoreinfo: vmcoreinfo.Search | None = field(default=None, repr=False)
     #: Where ``ranges`` came from: QEMU's FlatView, or (a cut core) its
     #: MemoryRegion tree rendered by QEMU's rules.
-    map_source: memory.MapSource = field(
-        default=memory.MapSource(memory.FLATVIEW, f"{versions.ADDRESS_SPACE_MEMORY}.current_map")
-    )
+    map_source: memory.MapSource = memory.FLATVIEW_SOURCE
 
     # Facts only ``info`` shows are computed on first use, keeping them (and
     # pyelftools) out of extract's start-up.
@@ -436,9 +434,7 @@ def _guest_map(dbg: Debugger, host: HostCore) -> tuple[list[GuestRange], memory.
     from qemu_vmcore.qemu import render
 
     try:
-        return memory.guest_ram(dbg), memory.MapSource(
-            memory.FLATVIEW, f"{versions.ADDRESS_SPACE_MEMORY}.current_map"
-        )
+        return memory.guest_ram(dbg), memory.FLATVIEW_SOURCE
     except QemuStateError as e:
         if not _cut_off(host, e.context.get("address")):
             raise

@@ -85,6 +85,8 @@ class MapSource:
 
 FLATVIEW = "flatview"
 REGION_TREE = "region tree"
+#: The usual source: the FlatView QEMU rendered, as its own dump reads it.
+FLATVIEW_SOURCE = MapSource(FLATVIEW, f"{versions.ADDRESS_SPACE_MEMORY}.current_map")
 
 
 def read_int128(dbg: Debugger, value: Value) -> int:
