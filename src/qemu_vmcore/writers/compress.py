@@ -95,8 +95,9 @@ def _snappy() -> Compress:
 #: with 3-byte matches and a small search (zstd's btopt, some 140 us a page
 #: against level 3's 25): that is what gets zstd past zlib level 1 on kernel
 #: tables of small integers. Pages that stay above PROBE_LARGE gain about 3%
-#: from btopt, not worth six times the time. Measured (2 cores): the file is
-#: no larger than QEMU's kdump-zlib on both guests, 5x faster on the 2 GiB one.
+#: from btopt, not worth six times the time. Measured (2 cores, to tmpfs):
+#: the file is no larger than QEMU's kdump-zlib on both guests, and 4.6-5.2x
+#: faster than QEMU's on the 2 GiB one (README, Performance).
 #: No content size, no checksum: the page descriptor says how large a page is.
 ZSTD_FAST_LEVEL = 3
 ZSTD_BEST = {

@@ -381,12 +381,8 @@ class _Compressor:
                 entries.append(None)
                 continue
             page = data[i : i + PAGE]
-            if raw_run >= skip and (raw_run - skip) % RAW_PROBE:
-                raw_run += 1
-                entries.append((PAGE, 0))
-                out.append(page)
-                continue
-            packed = compress(page)
+            tried = raw_run < skip or (raw_run - skip) % RAW_PROBE == 0
+            packed = compress(page) if tried else page  # untried: stored raw below
             if len(packed) < PAGE:
                 raw_run = 0
                 entries.append((len(packed), flag))
