@@ -55,6 +55,9 @@ def test_the_zero_pages_and_nothing_else():
 )  # fmt: skip
 def test_same_as_one_entry_at_a_time(entries):
     assert list(zero_mask(raw(entries), FRAMES)) == [int(FRAMES.covers(e)) for e in entries]
+    touched = bytes(1 if e & (PRESENT | SWAPPED) else 0 for e in entries)
+    kept = zeropage.without_zero_pages(touched, raw(entries), FRAMES)
+    assert list(kept) == [t and not FRAMES.covers(e) for t, e in zip(touched, entries, strict=True)]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="frame numbers in pagemap are root's")

@@ -43,7 +43,7 @@ from qemu_vmcore.host.core import (
     ProcessInfo,
     _append,
 )
-from qemu_vmcore.host.zeropage import ZeroFrames, find_zero_frames, zero_mask
+from qemu_vmcore.host.zeropage import ZeroFrames, find_zero_frames, without_zero_pages
 from qemu_vmcore.layouts import elf as E
 
 PTRACE_DETACH = 17
@@ -397,9 +397,7 @@ class LiveProcess(HostCore):
                 raise MissingMemoryError(f"process {self.pid}: short read of its pagemap")
             flags = raw[7::8].translate(_TOUCHED)
             if self._zero is not None:  # zero-page mappings read as zeros: not touched
-                f = int.from_bytes(flags, "little")
-                f &= ~int.from_bytes(zero_mask(raw, self._zero), "little")
-                flags = f.to_bytes(pages, "little")
+                flags = without_zero_pages(flags, raw, self._zero)
             i = 0
             while i < pages:
                 want = flags[i]

@@ -17,6 +17,7 @@ cannot be found is simply not used: those pages are then read, as before.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 from dataclasses import dataclass
@@ -68,25 +69,28 @@ def find_zero_frames() -> ZeroFrames | None:
         pfn = _own_pfn(_address(small))
         if not pfn:
             return None
-        huge = None
-        base = _address(big)
-        aligned = -(-base // HUGE) * HUGE
-        madvise = getattr(mmap, "MADV_HUGEPAGE", None)
-        if madvise is not None:
-            try:
-                big.madvise(madvise, aligned - base, HUGE)
-            except OSError:
-                madvise = None
-        if madvise is not None:
-            big[aligned - base]
-            got = _own_pfn(aligned)
-            # The huge zero page is 2 MiB-aligned and is not the small one.
-            if got and got != pfn and got % (HUGE // PAGE) == 0:
-                huge = got
-        return ZeroFrames(pfn, huge)
+        return ZeroFrames(pfn, _huge_zero_pfn(big, pfn))
     finally:
         small.close()
         big.close()
+
+
+def _huge_zero_pfn(big: mmap.mmap, small_pfn: int) -> int | None:
+    """The huge zero page's first frame, read through a 2 MiB-aligned
+    MADV_HUGEPAGE page of ``big``; None where the kernel maps none."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is None:
+        return None
+    base = _address(big)
+    aligned = -(-base // HUGE) * HUGE
+    try:
+        big.madvise(advice, aligned - base, HUGE)
+    except OSError:  # THP off ("never"), or no madvise here
+        return None
+    big[aligned - base]  # a read fault: the huge zero page, if the kernel uses one
+    got = _own_pfn(aligned)
+    # The huge zero page is 2 MiB-aligned and is not the small one.
+    return got if got and got != small_pfn and got % (HUGE // PAGE) == 0 else None
 
 
 def _address(m: mmap.mmap) -> int:
@@ -95,7 +99,8 @@ def _address(m: mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(m))
 
 
-def _plane_tables(want: int, low_any_bits: int) -> list[bytes]:
+@functools.cache
+def _plane_tables(want: int, low_any_bits: int) -> tuple[bytes, ...]:
     """Per byte k of an entry, a table: 1 where that byte fits an entry of
     frame ``want`` (its lowest ``low_any_bits`` frame bits free), else 0."""
     tables = []
@@ -109,35 +114,33 @@ def _plane_tables(want: int, low_any_bits: int) -> list[bytes]:
             tables.append(bytes(1 if b & keep == byte else 0 for b in range(256)))
         else:  # bits 56-63: present, not swapped (a huge zero page reads as a file page)
             tables.append(bytes(1 if b & 0xC0 == 0x80 else 0 for b in range(256)))
-    return tables
+    return tuple(tables)
 
 
-def zero_mask(raw: bytes, frames: ZeroFrames) -> bytes:
-    """One byte per pagemap entry of ``raw``: 1 where it maps a zero page.
-
-    Computed on the eight byte planes of the entries (``raw[k::8]``) with
-    translate tables, and the planes combined as big integers, so that no
-    Python loop runs per page: a 16 GiB guest has 4 million entries.
-    """
+def _zero_bits(raw: bytes, frames: ZeroFrames) -> int:
+    """Byte i of the result (little-endian) is 1 where entry i of ``raw`` maps
+    a zero page. Computed on the eight byte planes of the entries
+    (``raw[k::8]``) with translate tables, the planes combined as big
+    integers: no Python loop runs per page (a 16 GiB guest has 4 million)."""
     n = len(raw) // 8
-    if n == 0:
-        return b""
     combined = 0
     for want, free in ((frames.pfn, 0), (frames.huge_pfn, 9)):
         if want is None:
             continue
         hit = -1  # all ones
-        for k, table in enumerate(_tables(want, free)):
+        for k, table in enumerate(_plane_tables(want, free)):
             hit &= int.from_bytes(raw[k : n * 8 : 8].translate(table), "little")
         combined |= hit
-    return combined.to_bytes(n, "little")
+    return combined
 
 
-_cache: dict[tuple[int, int], list[bytes]] = {}
+def zero_mask(raw: bytes, frames: ZeroFrames) -> bytes:
+    """One byte per pagemap entry of ``raw``: 1 where it maps a zero page."""
+    return _zero_bits(raw, frames).to_bytes(len(raw) // 8, "little")
 
 
-def _tables(want: int, free: int) -> list[bytes]:
-    key = (want, free)
-    if key not in _cache:
-        _cache[key] = _plane_tables(want, free)
-    return _cache[key]
+def without_zero_pages(touched: bytes, raw: bytes, frames: ZeroFrames) -> bytes:
+    """``touched`` (one 0/1 byte per entry of ``raw``) with the entries that
+    map a zero page set to 0: those pages read as zeros and need no reading."""
+    kept = int.from_bytes(touched, "little") & ~_zero_bits(raw, frames)
+    return kept.to_bytes(len(touched), "little")
