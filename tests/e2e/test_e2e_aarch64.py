@@ -14,7 +14,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from support import consumers, kdumpfile_pages, rig
 from support.runs import run_cli
-from support.vmcore_compare import all_loads, compare_vmcores
+from support.vmcore_compare import all_loads, compare_vmcores, note_segment
 
 from qemu_vmcore.arch.aarch64.notes import NT_ARM_SVE, NT_PRFPREG
 from qemu_vmcore.layouts import elf as E
@@ -52,11 +52,6 @@ def extracted(rig_case, tmp_path_factory):
         return made[key]
 
     return get
-
-
-def note_segment(path) -> bytes:
-    with open(path, "rb") as f:
-        return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 from support.runs import assert_one_line_error, run_cli, sparse_copy
-from support.vmcore_compare import compare_present
+from support.vmcore_compare import compare_present, note_segment
 
 from qemu_vmcore.layouts import elf as E
 from qemu_vmcore.source import open_qemu_core
@@ -97,9 +97,7 @@ def cut_core(rig_case, layouts, tmp_path):
 
 
 def _notes(path: Path) -> list[tuple[bytes, int, bytes]]:
-    with open(path, "rb") as f:
-        seg = next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
-    return [(n.name, n.type, n.desc) for n in E.iter_notes(seg)]
+    return [(n.name, n.type, n.desc) for n in E.iter_notes(note_segment(path))]
 
 
 @pytest.mark.parametrize(("name", "kind"), CUTS)

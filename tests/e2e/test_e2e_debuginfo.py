@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from support import rig
 from support.runs import assert_one_line_error, run_cli
-from support.vmcore_compare import compare_vmcores
+from support.vmcore_compare import compare_vmcores, note_segment
 
 from qemu_vmcore.host.executable import read_build_id
 from qemu_vmcore.layouts import elf as E
@@ -78,20 +78,13 @@ def env(tmp_path):
     return make
 
 
-def _note_segment(path: Path) -> bytes:
-    from elftools.elf.elffile import ELFFile
-
-    with open(path, "rb") as f:
-        return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
-
-
 def assert_extract_equals_reference(case, out: Path, *args: object, env: dict) -> None:
     """``extract ARGS`` on the stripped core equals QMP's dump: ranges, pages, notes."""
     run_cli("extract", "-q", case.core, "-o", out, *args, env=env, check=True)
     cmp = compare_vmcores(out, case.reference)
     assert cmp.ranges_a == cmp.ranges_b and cmp.differing_pages == []
     assert cmp.pages == sum(size for _, size in cmp.ranges_b) // 4096
-    ours, ref = _note_segment(out), _note_segment(case.reference)
+    ours, ref = note_segment(out), note_segment(case.reference)
     smp = case.spec.smp
     names = [(n.name, n.type) for n in E.iter_notes(ref)]
     assert names == [(b"CORE", 1)] * smp + [(b"QEMU", 0)] * smp + [(b"VMCOREINFO", 0)]
@@ -141,6 +134,14 @@ def test_debug_file_option(case, debug_file, env, tmp_path):
     assert_extract_equals_reference(case, tmp_path / "v", "--debug-file", debug_file, env=env())
 
 
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """A hard link where it can be (same file system): no copy of 100 MB."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
 @contextlib.contextmanager
 def _placed(src: Path, dest: Path):
     """``src`` linked at ``dest`` (a new file: never one that was there) for the block."""
@@ -153,11 +154,7 @@ def _placed(src: Path, dest: Path):
         d = d.parent
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # A hard link where it can be (same file system): no copy of 100 MB.
-        try:
-            os.link(src, dest)
-        except OSError:
-            shutil.copyfile(src, dest)
+        _link_or_copy(src, dest)
         yield dest
     finally:
         dest.unlink(missing_ok=True)
@@ -276,10 +273,7 @@ def _in_netns(netns: Netns, *args: object, env: dict):
 def test_debuginfod_serves_the_debug_file(case, build_id, debug_file, netns, env, tmp_path):
     serve = tmp_path / "serve"
     serve.mkdir()
-    try:
-        os.link(debug_file, serve / debug_file.name)
-    except OSError:
-        shutil.copyfile(debug_file, serve / debug_file.name)
+    _link_or_copy(debug_file, serve / debug_file.name)
     with debuginfod(netns, serve, tmp_path, build_id) as url:
         e = env(DEBUGINFOD_URLS=url)
         out = tmp_path / "v"
@@ -290,7 +284,7 @@ def test_debuginfod_serves_the_debug_file(case, build_id, debug_file, netns, env
         assert cached.is_file() and read_build_id(cached).hex() == build_id
         cmp = compare_vmcores(out, case.reference)
         assert cmp.ranges_a == cmp.ranges_b and cmp.differing_pages == []
-        assert _note_segment(out) == _note_segment(case.reference)
+        assert note_segment(out) == note_segment(case.reference)
 
 
 def test_debuginfod_without_the_build_id(case, build_id, netns, env, tmp_path):

@@ -12,7 +12,7 @@ import json
 import pytest
 from elftools.elf.elffile import ELFFile
 from support.runs import assert_one_line_error, run_cli
-from support.vmcore_compare import compare_vmcores
+from support.vmcore_compare import compare_vmcores, note_segment
 
 from qemu_vmcore.layouts import elf as E
 
@@ -194,11 +194,6 @@ def test_file_backed_ram_with_the_gdb_backend(rig_case, tmp_path):
     proc = run_cli("extract", "--backend", "gdb", case.core, "-o", out, "-q", check=True)
     assert str(case.dir / "guest-ram") in proc.stderr
     assert compare_vmcores(out, case.reference).equal
-
-
-def note_segment(path) -> bytes:
-    with open(path, "rb") as f:
-        return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
 
 
 #: ELF header fields that describe the file's layout, where we differ from

@@ -14,17 +14,11 @@ import sys
 import time
 
 import pytest
-from elftools.elf.elffile import ELFFile
 from support import live
 from support.runs import assert_one_line_error, run_cli
-from support.vmcore_compare import compare_vmcores, ram_loads
+from support.vmcore_compare import compare_vmcores, note_segment, ram_loads
 
 pytestmark = pytest.mark.rig
-
-
-def note_segment(path) -> bytes:
-    with open(path, "rb") as f:
-        return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,11 @@ import json
 import pytest
 from elftools.elf.elffile import ELFFile
 from support.runs import run_cli
+from support.vmcore_compare import note_segment
 
 from qemu_vmcore.layouts import elf as E
 
 pytestmark = pytest.mark.rig
-
-
-def note_segment(path) -> bytes:
-    with open(path, "rb") as f:
-        return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
 
 
 @pytest.mark.parametrize(

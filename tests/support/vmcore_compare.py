@@ -35,6 +35,12 @@ def all_loads(path: Path) -> list[Load]:
         ]
 
 
+def note_segment(path: Path) -> bytes:
+    """The bytes of a vmcore's (first) PT_NOTE segment."""
+    with open(path, "rb") as f:
+        return next(ELFFile(f).iter_segments(type="PT_NOTE")).data()
+
+
 def ram_loads(path: Path) -> list[Load]:
     """The PT_LOADs that hold guest RAM, sorted by guest-physical address.
 
